@@ -1,0 +1,3 @@
+from cagnet.cli import main
+
+raise SystemExit(main())
