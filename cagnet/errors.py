@@ -23,3 +23,7 @@ class ConfigError(CagnetError, ValueError):
 
 class CheckpointError(CagnetError, ValueError):
     """A checkpoint does not match the model or cannot be read safely."""
+
+
+class MetricError(CagnetError, ValueError):
+    """Label maps, a confusion matrix or a class split that cannot be scored."""
