@@ -19,7 +19,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    check = sub.add_parser(
+        "check",
+        help="validate a dataset folder (metadata, word vectors, every image/annotation pair)",
+        description="List every problem of a dataset folder in the original CaGNet layout, one line "
+                    "each naming the file; exit status 1 if there is any, 0 otherwise. Read-only.",
+    )
+    check.add_argument("dataset_dir", metavar="DATASET_DIR", help="dataset folder (images/, annotations/, split/, ...)")
+    check.add_argument("--split", choices=("train", "test", "all"), default="all", help="split(s) to check (default: all)")
+    check.add_argument("--embedding", choices=("auto", "fastnvec", "fasttext", "word2vec", "glove", "none"),
+                       default="auto", help="word vectors to validate (default: auto; none = skip)")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+    check.set_defaults(func=cmd_check)
     return parser
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``check DATASET_DIR``: print every problem, then a summary; 1 if any problem."""
+    from cagnet.data.check import run_check
+
+    splits = ("train", "test") if args.split == "all" else (args.split,)
+    report = run_check(args.dataset_dir, splits=splits, embedding=args.embedding, progress=not args.no_progress)
+    for problem in report.problems:
+        print(problem)
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

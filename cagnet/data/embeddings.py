@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import re
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -87,3 +89,102 @@ def l2_normalize_rows(matrix: np.ndarray) -> np.ndarray:
     """Each row divided by its L2 norm (rows of zeros are left as zeros)."""
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms == 0, 1, norms)
+
+
+# --------------------------------------------------------------------------------------------
+# Word-vector files of the original layout (word_vectors/{fasttext,word2vec}.pkl, glove.npy)
+# --------------------------------------------------------------------------------------------
+
+def _numpy_reconstruction_globals() -> dict[tuple[str, str], object]:
+    """The only pickle globals a pickled numpy array needs, keyed by (module, name).
+
+    numpy 1.x writes ``numpy.core.*`` and numpy 2.x writes ``numpy._core.*``; both spellings are
+    admitted and resolved to the objects of the installed numpy. ``_codecs.encode`` is what
+    pickle protocols 0-2 use to rebuild the raw ``bytes`` of the array buffer.
+    """
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric
+    table: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_bytes,
+    }
+    for package in ("numpy.core", "numpy._core"):
+        table[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        table[(f"{package}.multiarray", "scalar")] = multiarray.scalar
+        table[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
+    return table
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """Stand-in for ``_codecs.encode`` limited to the latin-1 use pickle protocols 0-2 make of it."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise _RefusedGlobal(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+class _RefusedGlobal(Exception):
+    """Raised inside the unpickler, before anything is called, for a global outside the allow-list."""
+
+
+class _NumpyArrayUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild numpy arrays and nothing else.
+
+    Every class or function a pickle refers to goes through :meth:`find_class`; anything not
+    in the allow-list is refused there, so a crafted ``__reduce__`` payload (``os.system``,
+    ``builtins.eval``, ``subprocess.*``) is never even looked up, let alone called.
+    """
+
+    _allowed = None
+
+    def find_class(self, module: str, name: str):
+        if _NumpyArrayUnpickler._allowed is None:
+            _NumpyArrayUnpickler._allowed = _numpy_reconstruction_globals()
+        try:
+            return _NumpyArrayUnpickler._allowed[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(f"{module}.{name}") from None
+
+    def persistent_load(self, pid):
+        raise _RefusedGlobal(f"persistent id {pid!r}")
+
+
+def load_word_vectors(path: str | os.PathLike) -> np.ndarray:
+    """Word-vector table of one file: a 2-D float array [num_labels, dim].
+
+    * ``.pkl`` (the original's ``word2vec.pkl`` / ``fasttext.pkl``): read with an unpickler that
+      admits only numpy array reconstruction; any other global (code execution) is refused
+      without being executed.
+    * ``.npy``: ``np.load(allow_pickle=False)``.
+
+    The dtype is kept (the original files are float64, except Context's word2vec: float32).
+    Raises :class:`EmbeddingError` naming the file when it is missing, unreadable, refused, or
+    not a 2-D float array.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".pkl", ".pickle", ".npy"):
+        raise EmbeddingError(f"{path}: unsupported word-vector file type {path.suffix!r} (expected .pkl or .npy)")
+    if not path.is_file():
+        raise EmbeddingError(f"{path}: word-vector file not found")
+    try:
+        if suffix == ".npy":
+            table = np.load(path, allow_pickle=False)
+        else:
+            with open(path, "rb") as handle:
+                table = _NumpyArrayUnpickler(handle).load()
+    except _RefusedGlobal as refused:
+        raise EmbeddingError(
+            f"{path}: refused pickle global {refused} (only numpy array reconstruction is allowed)"
+        ) from None
+    except Exception as err:  # truncated or corrupt file: any unpickling/parsing failure
+        raise EmbeddingError(f"{path}: cannot read word vectors ({type(err).__name__}: {err})") from None
+    if not isinstance(table, np.ndarray):
+        raise EmbeddingError(f"{path}: expected a numpy array, found {type(table).__name__}")
+    if table.ndim != 2 or table.dtype.kind != "f":
+        raise EmbeddingError(
+            f"{path}: expected a 2-D float array [num_labels, dim], found shape {tuple(table.shape)} dtype {table.dtype}"
+        )
+    return table

@@ -1,0 +1,257 @@
+"""Image/label transforms of the original CaGNet pipeline.
+
+Every transform is called as ``transform(image, label, generator=None)`` with
+
+* ``image``: uint8 RGB [H, W, 3] (numpy array or tensor), as read from disk;
+* ``label``: integer [H, W] (numpy array or tensor), already mapped to training/evaluation
+  indices (255 = ignored);
+
+and returns ``(FloatTensor [3, h, w], LongTensor [h, w])``. Masks are only ever resized with
+nearest neighbour (:func:`resize_labels`), so a transform never invents label values.
+
+Normalisation (``normalization=``):
+
+* ``"caffe"``: the original DeepLabV2 weights' input: BGR channel order, 0..255 scale, minus
+  the mean (R 122.675, G 116.669, B 104.008);
+* ``"imagenet"``: torchvision-style input for other backbones: RGB / 255, minus the ImageNet
+  mean, divided by the ImageNet std.
+
+Random draws come from ``generator`` (a ``torch.Generator`` or ``numpy.random.Generator``)
+passed to the call or to the constructor, else from torch's global RNG (which a DataLoader
+seeds per worker), so results are reproducible with a seeded generator.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cagnet.errors import ConfigError
+
+IGNORE_INDEX = 255
+
+#: Per-channel mean of the original DeepLabV2 (Caffe) weights, in RGB order.
+CAFFE_MEAN_RGB = (122.675, 116.669, 104.008)
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("caffe", "imagenet")
+
+Generator = Union[torch.Generator, np.random.Generator, None]
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def resize_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Nearest-neighbour resize of label maps, as the original evaluation does it.
+
+    ``labels``: integer tensor [N, H, W] or [H, W]; ``size``: (height, width).
+    Returns a LongTensor [N, h, w] or [h, w]. Output pixel (i, j) takes the input pixel
+    (floor(i * H / h), floor(j * W / w)): torch's ``mode="nearest"`` (also OpenCV's
+    INTER_NEAREST), which reproduces the original's label downsampling exactly
+    (``nearest-exact`` and PIL's NEAREST sample pixel centres and differ).
+    """
+    labels = torch.as_tensor(labels)
+    if labels.dim() not in (2, 3):
+        raise ValueError(f"labels must be [H, W] or [N, H, W], got shape {tuple(labels.shape)}")
+    if labels.is_floating_point():
+        raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+    size = (int(size[0]), int(size[1]))
+    batched = labels if labels.dim() == 3 else labels[None]
+    if tuple(batched.shape[-2:]) == size:
+        out = batched.long()
+    else:
+        # Label ids (<= 255 in practice, < 2**24 in general) are exact in float32.
+        out = F.interpolate(batched[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    return out if labels.dim() == 3 else out[0]
+
+
+def _as_tensor(array) -> torch.Tensor:
+    """Tensor view of a tensor/array (read-only arrays, e.g. from PIL, are copied first)."""
+    if isinstance(array, torch.Tensor):
+        return array
+    array = np.asarray(array)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)
+
+
+def normalize_image(image, normalization: str = "caffe") -> torch.Tensor:
+    """uint8 RGB image [H, W, 3] -> normalised FloatTensor [3, H, W] (see module docstring)."""
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    tensor = _as_tensor(image)
+    if tensor.dim() != 3 or tensor.shape[-1] != 3:
+        raise ValueError(f"image must be [H, W, 3] RGB, got shape {tuple(tensor.shape)}")
+    chw = tensor.permute(2, 0, 1).float()
+    if normalization == "caffe":
+        mean = torch.tensor(CAFFE_MEAN_RGB).view(3, 1, 1)
+        return (chw - mean).flip(0).contiguous()  # RGB -> BGR
+    mean = torch.tensor(IMAGENET_MEAN_RGB).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD_RGB).view(3, 1, 1)
+    return ((chw / 255.0 - mean) / std).contiguous()
+
+
+def denormalize_image(image: torch.Tensor, normalization: str = "caffe") -> np.ndarray:
+    """Inverse of :func:`normalize_image`: FloatTensor [3, H, W] -> uint8 RGB [H, W, 3] (for plots)."""
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    image = image.detach().float().cpu()
+    if normalization == "caffe":
+        rgb = image.flip(0) + torch.tensor(CAFFE_MEAN_RGB).view(3, 1, 1)
+    else:
+        rgb = (image * torch.tensor(IMAGENET_STD_RGB).view(3, 1, 1)
+               + torch.tensor(IMAGENET_MEAN_RGB).view(3, 1, 1)) * 255.0
+    return rgb.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _as_label_tensor(label) -> torch.Tensor:
+    tensor = _as_tensor(label)
+    if tensor.dim() != 2 or tensor.is_floating_point():
+        raise ValueError(f"label must be an integer [H, W] map, got shape {tuple(tensor.shape)} dtype {tensor.dtype}")
+    return tensor.to(torch.long, copy=True)  # never alias the caller's array
+
+
+def _resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of a [3, H, W] float image (half-pixel centres, no antialiasing)."""
+    if tuple(image.shape[-2:]) == size:
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+class _Draws:
+    """Uniform draws from a torch or numpy generator (or torch's global RNG when None)."""
+
+    def __init__(self, generator: Generator):
+        if generator is not None and not isinstance(generator, (torch.Generator, np.random.Generator)):
+            raise TypeError(f"generator must be a torch.Generator or numpy.random.Generator, got {type(generator).__name__}")
+        self.generator = generator
+
+    def uniform(self, low: float, high: float) -> float:
+        if isinstance(self.generator, np.random.Generator):
+            return float(self.generator.uniform(low, high))
+        return low + (high - low) * float(torch.rand((), generator=self.generator, dtype=torch.float64))
+
+    def integer(self, low: int, high: int) -> int:
+        """An integer in [low, high] (both inclusive)."""
+        if isinstance(self.generator, np.random.Generator):
+            return int(self.generator.integers(low, high + 1))
+        return int(torch.randint(low, high + 1, (), generator=self.generator))
+
+
+def _pair(size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    height, width = size
+    return (int(height), int(width))
+
+
+# ------------------------------------------------------------------------------- transforms
+
+class TrainTransform:
+    """Training augmentation of the original.
+
+    In order: random scale s ~ U[scale_range] (image bilinear, label nearest; new size
+    round(s * H) x round(s * W)); pad bottom/right up to the crop size (image with its mean,
+    i.e. 0 after normalisation; label with 255); random crop of ``crop_size``; horizontal flip
+    with probability ``flip_prob``; normalisation.
+
+    Normalising before scaling is equivalent to the original's order (bilinear weights sum
+    to one) and makes the mean-padding a zero-padding.
+
+    A ``generator`` given to the constructor is copied into every DataLoader worker, which
+    would then draw identical augmentations; with ``num_workers > 0`` leave it None (torch's
+    global RNG, seeded per worker) or pass a generator per call.
+
+    Returns (FloatTensor [3, crop_h, crop_w], LongTensor [crop_h, crop_w]).
+    """
+
+    def __init__(self, crop_size: int | Sequence[int] = 368, scale_range: Sequence[float] = (0.5, 1.5),
+                 flip_prob: float = 0.5, normalization: str = "caffe", ignore_index: int = IGNORE_INDEX,
+                 generator: Generator = None):
+        if normalization not in NORMALIZATIONS:
+            raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+        low, high = (float(scale_range[0]), float(scale_range[1]))
+        if not 0 < low <= high:
+            raise ConfigError(f"scale_range must satisfy 0 < low <= high, got {tuple(scale_range)}")
+        self.crop_size = _pair(crop_size)
+        self.scale_range = (low, high)
+        self.flip_prob = float(flip_prob)
+        self.normalization = normalization
+        self.ignore_index = int(ignore_index)
+        self.generator = generator
+
+    def __call__(self, image, label, generator: Generator = None) -> tuple[torch.Tensor, torch.Tensor]:
+        draws = _Draws(generator if generator is not None else self.generator)
+        image_t = normalize_image(image, self.normalization)  # [3, H, W]
+        label_t = _as_label_tensor(label)  # [H, W]
+        if tuple(image_t.shape[-2:]) != tuple(label_t.shape):
+            raise ValueError(f"image {tuple(image_t.shape[-2:])} and label {tuple(label_t.shape)} sizes differ")
+
+        scale = draws.uniform(*self.scale_range)
+        height, width = label_t.shape
+        scaled = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
+        image_t = _resize_image(image_t, scaled)
+        label_t = resize_labels(label_t, scaled)
+
+        crop_h, crop_w = self.crop_size
+        pad_h, pad_w = max(crop_h - scaled[0], 0), max(crop_w - scaled[1], 0)
+        if pad_h or pad_w:
+            image_t = F.pad(image_t, (0, pad_w, 0, pad_h), value=0.0)
+            label_t = F.pad(label_t, (0, pad_w, 0, pad_h), value=self.ignore_index)
+
+        top = draws.integer(0, label_t.shape[0] - crop_h)
+        left = draws.integer(0, label_t.shape[1] - crop_w)
+        image_t = image_t[:, top:top + crop_h, left:left + crop_w]
+        label_t = label_t[top:top + crop_h, left:left + crop_w]
+
+        if draws.uniform(0.0, 1.0) < self.flip_prob:
+            image_t = image_t.flip(-1)
+            label_t = label_t.flip(-1)
+        return image_t.contiguous(), label_t.contiguous()
+
+    def __repr__(self) -> str:
+        return (f"TrainTransform(crop_size={self.crop_size}, scale_range={self.scale_range}, "
+                f"flip_prob={self.flip_prob}, normalization={self.normalization!r})")
+
+
+class TestTransform:
+    """Evaluation transform: normalisation, and optionally a warp to a fixed size.
+
+    ``size=None`` keeps the image's own size. ``size=513`` (or (h, w)) warps the image
+    (bilinear) as the original evaluation does (513 x 513, ``WARP_IMAGE: True``); the label is
+    then warped too, with nearest neighbour, unless ``warp_label=False`` (keep the full-size
+    ground truth, e.g. to score predictions upsampled to the image's own size).
+
+    Returns (FloatTensor [3, h, w], LongTensor [h', w']).
+    """
+
+    __test__ = False  # not a pytest test class despite its name
+
+    def __init__(self, size: int | Sequence[int] | None = None, normalization: str = "caffe",
+                 warp_label: bool = True):
+        if normalization not in NORMALIZATIONS:
+            raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+        self.size = None if size is None else _pair(size)
+        self.normalization = normalization
+        self.warp_label = bool(warp_label)
+
+    def __call__(self, image, label, generator: Generator = None) -> tuple[torch.Tensor, torch.Tensor]:
+        image_t = normalize_image(image, self.normalization)
+        label_t = _as_label_tensor(label)
+        if tuple(image_t.shape[-2:]) != tuple(label_t.shape):
+            raise ValueError(f"image {tuple(image_t.shape[-2:])} and label {tuple(label_t.shape)} sizes differ")
+        if self.size is not None:
+            image_t = _resize_image(image_t, self.size)
+            if self.warp_label:
+                label_t = resize_labels(label_t, self.size)
+        return image_t.contiguous(), label_t.contiguous()
+
+    def __repr__(self) -> str:
+        return f"TestTransform(size={self.size}, normalization={self.normalization!r}, warp_label={self.warp_label})"
+
+
+
+#: Alias of :class:`TestTransform` (a name pytest will not mistake for a test class).
+EvalTransform = TestTransform
