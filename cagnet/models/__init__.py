@@ -1,0 +1,31 @@
+"""CaGNet networks: DeepLabV2 backbone, contextual module, generator, discriminator.
+
+Modules, each readable on its own:
+
+``backbone``       dilated ResNet + ASPP (frozen BN), multi-scale input helpers
+``contextual``     contextual module: gated dilated branches -> mu, logvar -> latent; real feature; KL
+``generator``      per-pixel MLP: [word embedding ; latent] -> fake feature
+``discriminator``  shared layer + real/fake head + classifier head
+``cagnet``         the full model, :class:`ModelConfig`, presets, :func:`build_cagnet`
+``convert``        checkpoints of the original implementation <-> this model
+"""
+from cagnet.models.backbone import (ASPP, BACKBONE_PRESETS, Bottleneck, ConvBN, DeepLabV2, FrozenBatchNorm2d,
+                                    max_fuse, resize_to_scale)
+from cagnet.models.cagnet import (MODEL_PRESETS, CaGNet, ContextOutput, ModelConfig, build_cagnet,
+                                  count_parameters, model_config)
+from cagnet.models.contextual import (ContextualLatent, ContextualModule, kl_divergence, real_feature,
+                                      reparameterize, resize_mask)
+from cagnet.models.convert import (LoadReport, config_from_original_state_dict, load_checkpoint, original_to_project_key, project_to_original_key,
+                                   read_checkpoint, save_original_checkpoint, to_original_state_dict)
+from cagnet.models.discriminator import Discriminator
+from cagnet.models.generator import FeatureGenerator
+
+__all__ = [
+    "ASPP", "BACKBONE_PRESETS", "Bottleneck", "ConvBN", "DeepLabV2", "FrozenBatchNorm2d", "max_fuse",
+    "resize_to_scale",
+    "MODEL_PRESETS", "CaGNet", "ContextOutput", "ModelConfig", "build_cagnet", "count_parameters", "model_config",
+    "ContextualLatent", "ContextualModule", "kl_divergence", "real_feature", "reparameterize", "resize_mask",
+    "LoadReport", "config_from_original_state_dict", "load_checkpoint", "original_to_project_key", "project_to_original_key", "read_checkpoint",
+    "save_original_checkpoint", "to_original_state_dict",
+    "Discriminator", "FeatureGenerator",
+]

@@ -1,0 +1,591 @@
+"""The embedded zero-shot segmentation benchmark: synthetic scenes generated from a seed.
+
+No real dataset can be downloaded by the tutorial, so the package draws its own one, in the
+original CaGNet folder layout, in a few seconds.
+
+Classes
+-------
+16 classes named ``"<colour>_<pattern>"``: 4 colours (red, green, blue, yellow) x 4 patterns
+(striped, dotted, checkered, wavy); label id = 4 * colour index + pattern index.
+A class's appearance is a function of exactly the two attributes its name states: the
+pattern's foreground is painted in the class colour and the rest of the region in a neutral
+grey shared by every class. The 4 unseen classes form a Latin-square diagonal
+(pattern index = colour index + 1 mod 4: red_dotted, green_checkered, blue_wavy,
+yellow_striped), so every colour and every pattern of an unseen class also appears in three
+seen classes: an unseen class is a new combination of attributes that the seen classes show
+separately, and the word embeddings of its name carry both.
+
+Pixels are not separable by colour: a coloured pixel tells the colour but not the pattern, a
+grey pixel tells nothing. Recognising the class needs spatial context (the pattern around the
+pixel), which is what a segmentation network learns.
+
+Scenes
+------
+Each image has 2-3 large irregular "stuff" regions (a Voronoi partition of the image computed
+on smoothly warped coordinates) and 1-4 objects (ellipses, star-shaped polygons, blobs) on
+top; all regions of an image have different classes. Patterns have a random orientation,
+period and phase per region, region colours a random brightness and tint, and every pixel
+Gaussian noise. Training scenes draw unseen classes less often (their pixels are ignored by
+the training loader, as in the original); every test scene contains at least one seen and one
+unseen class.
+
+Word embeddings
+---------------
+``word_vectors/glove.npy`` [16, 100] float32, one row per label id: the GloVe 6B 50-d vector
+of the colour word concatenated with the vector of the pattern word, then each row scaled to
+unit L2 norm (``glove_class_embeddings(names, compose="concat")``). Concatenation keeps the
+two attributes in separate coordinates, so an unseen row shares its first half with the seen
+classes of the same colour and its second half with those of the same pattern.
+
+Determinism
+-----------
+Every image has its own random generator seeded from ``(seed, split, index)``, so an image
+does not depend on the order or number of the others, and regenerating with the same
+configuration writes byte-identical files (``benchmark.json`` records a hash of them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+from cagnet.data.embeddings import GLOVE_DIM, glove_class_embeddings
+from cagnet.errors import ConfigError, DatasetError
+
+FORMAT_NAME = "cagnet-synthetic"
+FORMAT_VERSION = 1
+BENCHMARK_FILE = "benchmark.json"
+
+#: Colour words and their base RGB values (the class colour of the pattern's foreground).
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (205, 45, 40),
+    "green": (40, 160, 70),
+    "blue": (45, 85, 215),
+    "yellow": (235, 200, 35),
+}
+#: Pattern words, in label-id order within a colour.
+PATTERNS: tuple[str, ...] = ("striped", "dotted", "checkered", "wavy")
+#: Mean grey level of the pattern's background, shared by all classes.
+NEUTRAL_GREY = 145
+
+_COLOUR_NAMES = tuple(COLOURS)
+#: (colour, pattern) of every label id; id = 4 * colour index + pattern index.
+CLASS_ATTRIBUTES: tuple[tuple[str, str], ...] = tuple((c, p) for c in _COLOUR_NAMES for p in PATTERNS)
+#: Class names, index = label id.
+CLASS_NAMES: tuple[str, ...] = tuple(f"{c}_{p}" for c, p in CLASS_ATTRIBUTES)
+#: Unseen label ids: the Latin-square diagonal pattern index = colour index + 1 (mod 4).
+UNSEEN_IDS: tuple[int, ...] = tuple(
+    ci * len(PATTERNS) + (ci + 1) % len(PATTERNS) for ci in range(len(_COLOUR_NAMES))
+)
+#: Seen label ids, ascending.
+SEEN_IDS: tuple[int, ...] = tuple(i for i in range(len(CLASS_NAMES)) if i not in UNSEEN_IDS)
+
+_SPLIT_DIRS = {"train": "train", "test": "val"}  # the original keeps its test split in "val"
+_SPLIT_CODES = {"train": 0, "test": 1}
+_SHAPES = ("ellipse", "polygon", "blob")
+
+
+def class_colour(label_id: int) -> str:
+    """Colour word of a label id."""
+    return CLASS_ATTRIBUTES[label_id][0]
+
+
+def class_pattern(label_id: int) -> str:
+    """Pattern word of a label id."""
+    return CLASS_ATTRIBUTES[label_id][1]
+
+
+def attribute_table() -> list[dict]:
+    """One row per class: ``id``, ``name``, ``colour``, ``pattern``, ``split`` (seen/unseen)."""
+    return [
+        {"id": i, "name": CLASS_NAMES[i], "colour": c, "pattern": p,
+         "split": "unseen" if i in UNSEEN_IDS else "seen"}
+        for i, (c, p) in enumerate(CLASS_ATTRIBUTES)
+    ]
+
+
+def class_embeddings() -> np.ndarray:
+    """Word embeddings of all classes, [16, 100] float32, row = label id.
+
+    [GloVe(colour) ; GloVe(pattern)], each row L2-normalised.
+    """
+    return glove_class_embeddings(CLASS_NAMES, compose="concat", normalize=True)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size and appearance parameters of the synthetic benchmark.
+
+    Attributes:
+        seed: base seed; image ``i`` of a split uses the generator seeded by (seed, split, i).
+        num_train, num_test: number of training / test images.
+        image_size: side of the square images in pixels (patterns scale with it; >= 32).
+        background_regions: (min, max) number of stuff regions per image.
+        objects: (min, max) number of objects drawn on top of the stuff regions.
+        train_unseen_weight: sampling weight of an unseen class relative to a seen one in
+            training scenes (0 = training images never contain unseen classes).
+        colour_jitter: standard deviation of the per-region RGB tint.
+        pixel_noise: standard deviation of the per-pixel Gaussian noise.
+    """
+
+    seed: int = 0
+    num_train: int = 400
+    num_test: int = 150
+    image_size: int = 128
+    background_regions: tuple[int, int] = (2, 3)
+    objects: tuple[int, int] = (1, 4)
+    train_unseen_weight: float = 0.5
+    colour_jitter: float = 10.0
+    pixel_noise: float = 6.0
+
+    def __post_init__(self) -> None:
+        # tuples may arrive as lists (e.g. from JSON); store tuples so equality is structural
+        for name in ("background_regions", "objects"):
+            value = getattr(self, name)
+            if not (isinstance(value, (tuple, list)) and len(value) == 2):
+                raise ConfigError(f"SyntheticConfig.{name} must be a (min, max) pair, got {value!r}")
+            object.__setattr__(self, name, (int(value[0]), int(value[1])))
+        for name in ("seed", "num_train", "num_test", "image_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ConfigError(f"SyntheticConfig.{name} must be an integer, got {value!r}")
+        if self.seed < 0:
+            raise ConfigError(f"SyntheticConfig.seed must be >= 0, got {self.seed}")
+        if self.num_train < 0 or self.num_test < 1:
+            raise ConfigError(f"SyntheticConfig needs num_train >= 0 and num_test >= 1, got {self.num_train}, {self.num_test}")
+        if self.image_size < 32:
+            raise ConfigError(f"SyntheticConfig.image_size must be >= 32, got {self.image_size}")
+        lo, hi = self.background_regions
+        if not 1 <= lo <= hi <= 4:
+            raise ConfigError(f"SyntheticConfig.background_regions must satisfy 1 <= min <= max <= 4, got {self.background_regions}")
+        lo, hi = self.objects
+        if not 0 <= lo <= hi <= 6:
+            raise ConfigError(f"SyntheticConfig.objects must satisfy 0 <= min <= max <= 6, got {self.objects}")
+        if self.background_regions[0] + self.objects[0] < 2:
+            raise ConfigError("SyntheticConfig needs at least 2 regions per image (a seen and an unseen class in test)")
+        if not 0 <= self.train_unseen_weight <= 1:
+            raise ConfigError(f"SyntheticConfig.train_unseen_weight must be in [0, 1], got {self.train_unseen_weight}")
+        if self.colour_jitter < 0 or self.pixel_noise < 0:
+            raise ConfigError("SyntheticConfig.colour_jitter and pixel_noise must be >= 0")
+
+    def to_dict(self) -> dict:
+        """JSON-compatible dict (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SyntheticConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown SyntheticConfig keys: {', '.join(unknown)}")
+        return cls(**values)
+
+
+def default_data_root() -> Path:
+    """Where the embedded benchmark lives by default.
+
+    ``$CAGNET_DATA`` when set; otherwise ``<repo root>/data/synthetic`` when the package runs
+    from a source checkout (the repo root is the parent of the ``cagnet`` package folder and
+    holds ``pyproject.toml``); otherwise ``./data/synthetic`` under the working directory.
+    """
+    env = os.environ.get("CAGNET_DATA")
+    if env:
+        return Path(env).expanduser()
+    repo_root = Path(__file__).resolve().parents[2]
+    if (repo_root / "pyproject.toml").is_file() and (repo_root / "cagnet").is_dir():
+        return repo_root / "data" / "synthetic"
+    return Path.cwd() / "data" / "synthetic"
+
+
+# --------------------------------------------------------------------------- drawing helpers
+
+
+def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """Generator of one image: depends only on (seed, split, index)."""
+    return np.random.default_rng([seed, _SPLIT_CODES[split], index])
+
+
+def _smooth_field(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, waves: int = 4,
+                  max_frequency: float = 2.0) -> np.ndarray:
+    """Smooth random field on normalised coordinates: a sum of random low-frequency sinusoids
+    scaled to unit standard deviation (over random phases). Shape of ``yy``."""
+    freq = rng.uniform(0.5, max_frequency, waves)
+    angle = rng.uniform(0, 2 * np.pi, waves)
+    phase = rng.uniform(0, 2 * np.pi, waves)
+    field = np.zeros_like(yy)
+    for f, a, p in zip(freq, angle, phase):
+        field += np.sin(2 * np.pi * f * (xx * np.cos(a) + yy * np.sin(a)) + p)
+    return field * math.sqrt(2.0 / waves)
+
+
+def _stuff_regions(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, count: int) -> np.ndarray:
+    """Region index [H, W] of a Voronoi partition on warped coordinates, each region >= 12 %."""
+    warp_x = 0.12 * _smooth_field(rng, yy, xx)
+    warp_y = 0.12 * _smooth_field(rng, yy, xx)
+    wx, wy = xx + warp_x, yy + warp_y
+    for _ in range(50):
+        centres = rng.uniform(0.1, 0.9, size=(count, 2))
+        dist = (wx[None] - centres[:, 0, None, None]) ** 2 + (wy[None] - centres[:, 1, None, None]) ** 2
+        regions = dist.argmin(axis=0)
+        if np.bincount(regions.ravel(), minlength=count).min() >= 0.12 * regions.size:
+            return regions
+    return regions  # pragma: no cover - 50 failures in a row do not happen for count <= 4
+
+
+def _polygon_mask(yy: np.ndarray, xx: np.ndarray, vx: np.ndarray, vy: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test for every pixel; vertices (vx, vy) in pixel units."""
+    inside = np.zeros(yy.shape, dtype=bool)
+    n = len(vx)
+    for i in range(n):
+        x0, y0, x1, y1 = vx[i], vy[i], vx[(i + 1) % n], vy[(i + 1) % n]
+        crosses = (y0 > yy) != (y1 > yy)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_at = x0 + (yy - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (xx < x_at)
+    return inside
+
+
+def _object_mask(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: int) -> np.ndarray:
+    """Boolean [H, W] mask of one random object (ellipse, star-shaped polygon or blob)."""
+    shape = _SHAPES[rng.integers(len(_SHAPES))]
+    cx, cy = rng.uniform(0.15, 0.85, 2) * size
+    radius = rng.uniform(0.13, 0.27) * size
+    dx, dy = xx - cx, yy - cy
+    if shape == "ellipse":
+        angle = rng.uniform(0, np.pi)
+        aspect = rng.uniform(0.5, 1.0)
+        u = dx * np.cos(angle) + dy * np.sin(angle)
+        v = -dx * np.sin(angle) + dy * np.cos(angle)
+        return (u / radius) ** 2 + (v / (radius * aspect)) ** 2 <= 1.0
+    if shape == "polygon":
+        vertices = int(rng.integers(3, 8))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, vertices))
+        radii = radius * rng.uniform(0.7, 1.2, vertices)
+        return _polygon_mask(yy, xx, cx + radii * np.cos(angles), cy + radii * np.sin(angles))
+    # blob: radius modulated by a few low harmonics of the polar angle
+    theta = np.arctan2(dy, dx)
+    boundary = np.ones_like(theta)
+    for k in (2, 3, 4):
+        boundary += rng.uniform(0.0, 0.25) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    return np.hypot(dx, dy) <= radius * boundary
+
+
+def _pattern_mask(rng: np.random.Generator, pattern: str, yy: np.ndarray, xx: np.ndarray,
+                  scale: float) -> np.ndarray:
+    """Foreground coverage in [0, 1] (anti-aliased, about 1 px transitions) of a pattern with
+    random orientation, period and phase; ``scale`` = image_size / 128. Shape of ``yy``."""
+    angle = rng.uniform(0, np.pi)
+    u = xx * np.cos(angle) + yy * np.sin(angle)
+    v = -xx * np.sin(angle) + yy * np.cos(angle)
+    if pattern in ("striped", "wavy"):
+        period = rng.uniform(9, 15) * scale
+        if pattern == "wavy":
+            amplitude = rng.uniform(0.45, 0.7) * period
+            wavelength = rng.uniform(2.5, 4.0) * period
+            u = u + amplitude * np.sin(2 * np.pi * v / wavelength + rng.uniform(0, 2 * np.pi))
+        wave = np.sin(2 * np.pi * u / period + rng.uniform(0, 2 * np.pi))
+        # slope of the wave at its zero crossings is 2*pi/period per pixel: rescale to 1
+        return np.clip(0.5 + wave * period / (2 * np.pi), 0.0, 1.0)
+    if pattern == "checkered":
+        period = rng.uniform(16, 24) * scale  # two cells per period
+        su = np.sin(2 * np.pi * (u / period + rng.uniform()))
+        sv = np.sin(2 * np.pi * (v / period + rng.uniform()))
+        edge = np.minimum(np.abs(su), np.abs(sv)) * period / (2 * np.pi)  # ~ distance to a cell edge
+        return np.clip(0.5 + np.sign(su * sv) * edge, 0.0, 1.0)
+    if pattern == "dotted":
+        period = rng.uniform(10, 15) * scale
+        du = ((u / period + rng.uniform()) % 1.0 - 0.5) * period
+        dv = ((v / period + rng.uniform()) % 1.0 - 0.5) * period
+        dot_radius = 0.38 * period  # covers pi * 0.38^2 = 45 % of the area
+        return np.clip(dot_radius - np.hypot(du, dv) + 0.5, 0.0, 1.0)
+    raise ConfigError(f"unknown pattern {pattern!r}")  # pragma: no cover
+
+
+def _scene_classes(rng: np.random.Generator, split: str, count: int, config: SyntheticConfig) -> list[int]:
+    """Distinct label ids for ``count`` regions.
+
+    Training scenes weight unseen classes by ``train_unseen_weight``. Test scenes contain one
+    unseen and one seen class for sure; the other regions are drawn uniformly.
+    """
+    all_ids = np.arange(len(CLASS_NAMES))
+    if split == "train":
+        weights = np.where(np.isin(all_ids, UNSEEN_IDS), config.train_unseen_weight, 1.0)
+        return [int(c) for c in rng.choice(all_ids, size=count, replace=False, p=weights / weights.sum())]
+    forced = [int(rng.choice(UNSEEN_IDS)), int(rng.choice(SEEN_IDS))]
+    rest = rng.choice(np.setdiff1d(all_ids, forced), size=count - 2, replace=False)
+    classes = forced + [int(c) for c in rest]
+    return [classes[i] for i in rng.permutation(count)]
+
+
+def generate_sample(config: SyntheticConfig, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one scene.
+
+    Returns ``(image, label)``: RGB uint8 [S, S, 3] and raw label ids uint8 [S, S]
+    (S = ``config.image_size``). Depends only on (config, split, index).
+    """
+    if split not in _SPLIT_CODES:
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    rng = _image_rng(config.seed, split, index)
+    size = config.image_size
+    coords = np.arange(size, dtype=np.float64) + 0.5
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")  # pixel units
+    nyy, nxx = yy / size, xx / size  # normalised [0, 1]
+    min_pixels = 0.03 * size * size
+
+    for _ in range(100):
+        n_stuff = int(rng.integers(config.background_regions[0], config.background_regions[1] + 1))
+        n_objects = int(rng.integers(config.objects[0], config.objects[1] + 1))
+        classes = _scene_classes(rng, split, n_stuff + n_objects, config)
+        region = _stuff_regions(rng, nyy, nxx, n_stuff)
+        for k in range(n_objects):
+            region[_object_mask(rng, yy, xx, size)] = n_stuff + k
+        areas = np.bincount(region.ravel(), minlength=len(classes))
+        if split == "test":
+            # the scene must show both an unseen and a seen class
+            unseen_area = sum(a for c, a in zip(classes, areas) if c in UNSEEN_IDS)
+            seen_area = sum(a for c, a in zip(classes, areas) if c not in UNSEEN_IDS)
+            if unseen_area < min_pixels or seen_area < min_pixels:
+                continue
+        break
+    else:  # pragma: no cover - a valid layout is found within a few tries
+        raise DatasetError(f"could not draw a valid {split} scene {index} with {config}")
+
+    scale = size / 128.0
+    grey = rng.uniform(NEUTRAL_GREY - 15, NEUTRAL_GREY + 15)
+    image = np.zeros((size, size, 3), dtype=np.float64)
+    for k, label_id in enumerate(classes):
+        inside = region == k
+        if inside.any():
+            image[inside] = _paint_class(rng, label_id, yy, xx, scale, grey, config.colour_jitter)[inside]
+    image += rng.normal(0.0, config.pixel_noise, image.shape)
+    label = np.asarray(classes, dtype=np.uint8)[region]
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
+
+
+def _paint_class(rng: np.random.Generator, label_id: int, yy: np.ndarray, xx: np.ndarray, scale: float,
+                 grey: float, colour_jitter: float) -> np.ndarray:
+    """One region's appearance over the whole grid, float [H, W, 3]: the class pattern with its
+    foreground in the (randomly tinted) class colour and its background in the neutral grey."""
+    colour_name, pattern = CLASS_ATTRIBUTES[label_id]
+    colour = np.asarray(COLOURS[colour_name], dtype=np.float64) * rng.uniform(0.85, 1.1)
+    colour = colour + rng.normal(0.0, colour_jitter, 3)
+    neutral = grey + rng.normal(0.0, 4.0, 3)
+    coverage = _pattern_mask(rng, pattern, yy, xx, scale)[..., None]
+    return coverage * colour + (1.0 - coverage) * neutral
+
+
+def render_class_swatch(label_id: int, size: int = 64, seed: int = 0, config: SyntheticConfig | None = None) -> np.ndarray:
+    """A square of one class's texture as it appears in the scenes (random orientation,
+    period and tint drawn from ``seed``), uint8 [size, size, 3]; patterns are scaled as in
+    images of ``config.image_size`` pixels."""
+    if not 0 <= label_id < len(CLASS_NAMES):
+        raise ConfigError(f"label id must be in 0..{len(CLASS_NAMES) - 1}, got {label_id}")
+    config = SyntheticConfig() if config is None else config
+    rng = np.random.default_rng([seed, 2, label_id])
+    coords = np.arange(size, dtype=np.float64) + 0.5
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    swatch = _paint_class(rng, label_id, yy, xx, config.image_size / 128.0, NEUTRAL_GREY, config.colour_jitter)
+    swatch += rng.normal(0.0, config.pixel_noise, swatch.shape)
+    return np.clip(np.rint(swatch), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _sample_id(split: str, index: int) -> str:
+    return f"{split}_{index:05d}"
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def benchmark_content_hash(root: str | os.PathLike) -> str:
+    """SHA-256 over every file of a benchmark folder except ``benchmark.json``
+    (relative POSIX path and content digest of each file, in sorted path order)."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != BENCHMARK_FILE)
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(_file_digest(path).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _write_benchmark(root: Path, config: SyntheticConfig, progress: bool) -> None:
+    """Write every file of the benchmark into the (empty) folder ``root``; benchmark.json last."""
+    from tqdm.auto import tqdm
+
+    num_labels = len(CLASS_NAMES)
+    for split, folder in _SPLIT_DIRS.items():
+        (root / "images" / folder).mkdir(parents=True)
+        (root / "annotations" / folder).mkdir(parents=True)
+    (root / "split").mkdir()
+    (root / "word_vectors").mkdir()
+
+    jobs = [("train", i) for i in range(config.num_train)] + [("test", i) for i in range(config.num_test)]
+    pixel_counts = {split: np.zeros(num_labels, dtype=np.int64) for split in _SPLIT_DIRS}
+    lists: dict[str, list[str]] = {split: [] for split in _SPLIT_DIRS}
+    for split, index in tqdm(jobs, desc="synthetic benchmark", unit="img", disable=not progress):
+        image, label = generate_sample(config, split, index)
+        sample_id, folder = _sample_id(split, index), _SPLIT_DIRS[split]
+        Image.fromarray(image, mode="RGB").save(root / "images" / folder / f"{sample_id}.png")
+        Image.fromarray(label, mode="L").save(root / "annotations" / folder / f"{sample_id}.png")
+        pixel_counts[split] += np.bincount(label.ravel(), minlength=num_labels)[:num_labels]
+        lists[split].append(f"annotations/{folder}/{sample_id}.png")
+
+    with open(root / "labels_refined.txt", "w", encoding="utf-8", newline="\n") as fh:
+        fh.writelines(f"{i}\t{name}\n" for i, name in enumerate(CLASS_NAMES))
+    np.save(root / "split" / "seen_cls.npy", np.asarray(SEEN_IDS, dtype=np.int64), allow_pickle=False)
+    np.save(root / "split" / "novel_cls.npy", np.asarray(UNSEEN_IDS, dtype=np.int64), allow_pickle=False)
+    np.save(root / "split" / "train_list.npy", np.asarray(lists["train"], dtype=str), allow_pickle=False)
+    np.save(root / "split" / "test_list.npy", np.asarray(lists["test"], dtype=str), allow_pickle=False)
+    np.save(root / "word_vectors" / "glove.npy", class_embeddings(), allow_pickle=False)
+
+    test_total = int(pixel_counts["test"].sum())
+    metadata = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "classes": attribute_table(),
+        "seen": list(SEEN_IDS),
+        "unseen": list(UNSEEN_IDS),
+        "counts": {"train": config.num_train, "test": config.num_test},
+        "pixel_counts": {split: counts.tolist() for split, counts in pixel_counts.items()},
+        "test_unseen_pixel_share": float(pixel_counts["test"][list(UNSEEN_IDS)].sum() / max(test_total, 1)),
+        "word_vectors": {
+            "file": "word_vectors/glove.npy",
+            "source": "GloVe 6B 50d",
+            "composition": "[colour word ; pattern word], rows L2-normalised",
+            "dim": 2 * GLOVE_DIM,
+        },
+        "content_sha256": benchmark_content_hash(root),
+        "complete": True,
+    }
+    with open(root / BENCHMARK_FILE, "w", encoding="utf-8", newline="\n") as fh:
+        json.dump(metadata, fh, indent=1)
+        fh.write("\n")
+
+
+def read_benchmark_metadata(root: str | os.PathLike) -> dict | None:
+    """Contents of ``<root>/benchmark.json``, or None when it is missing or unreadable."""
+    try:
+        with open(Path(root) / BENCHMARK_FILE, encoding="utf-8") as fh:
+            metadata = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return metadata if isinstance(metadata, dict) else None
+
+
+def _is_reusable(root: Path, config: SyntheticConfig) -> bool:
+    """True when ``root`` holds a complete benchmark of this format and configuration whose
+    files all exist (contents are not re-hashed; see :func:`verify_synthetic_benchmark`)."""
+    metadata = read_benchmark_metadata(root)
+    if not metadata or metadata.get("format") != FORMAT_NAME or metadata.get("version") != FORMAT_VERSION:
+        return False
+    if metadata.get("complete") is not True or metadata.get("config") != config.to_dict():
+        return False
+    fixed = ["labels_refined.txt", "split/seen_cls.npy", "split/novel_cls.npy", "split/train_list.npy",
+             "split/test_list.npy", "word_vectors/glove.npy"]
+    if not all((root / name).is_file() for name in fixed):
+        return False
+    for split, folder in _SPLIT_DIRS.items():
+        count = config.num_train if split == "train" else config.num_test
+        for index in range(count):
+            name = f"{_sample_id(split, index)}.png"
+            if not (root / "images" / folder / name).is_file() or not (root / "annotations" / folder / name).is_file():
+                return False
+    return True
+
+
+def verify_synthetic_benchmark(root: str | os.PathLike) -> dict:
+    """Re-hash a benchmark folder and compare with its ``benchmark.json``.
+
+    Returns the metadata; raises :class:`DatasetError` when the file is missing or a file
+    changed.
+    """
+    root = Path(root)
+    metadata = read_benchmark_metadata(root)
+    if not metadata or metadata.get("format") != FORMAT_NAME:
+        raise DatasetError(f"{root / BENCHMARK_FILE}: missing or not a synthetic benchmark description")
+    actual = benchmark_content_hash(root)
+    if actual != metadata.get("content_sha256"):
+        raise DatasetError(f"{root}: files differ from benchmark.json (content hash {actual[:12]}... "
+                           f"!= {str(metadata.get('content_sha256'))[:12]}...)")
+    return metadata
+
+
+def build_synthetic_benchmark(root: str | os.PathLike | None = None, config: SyntheticConfig | None = None,
+                              force: bool = False, progress: bool = True) -> Path:
+    """Generate the embedded benchmark in the original CaGNet folder layout, or reuse it.
+
+    Args:
+        root: target folder (default :func:`default_data_root`).
+        config: generation parameters (default ``SyntheticConfig()``).
+        force: regenerate even when a matching benchmark exists.
+        progress: show a tqdm progress bar.
+
+    A folder whose ``benchmark.json`` is complete and records the same configuration is
+    reused as is. Otherwise the benchmark is written into a temporary sibling folder that then
+    replaces ``root``, so ``root`` never holds a half-written dataset. A non-empty ``root``
+    without a ``benchmark.json`` is not a synthetic benchmark and is never overwritten.
+
+    Writes ``images/{train,val}/<id>.png``, ``annotations/{train,val}/<id>.png`` (mode L, raw
+    label ids), ``labels_refined.txt``, ``split/{seen_cls,novel_cls,train_list,test_list}.npy``,
+    ``word_vectors/glove.npy`` and, last, ``benchmark.json``. Returns the absolute root.
+    """
+    config = SyntheticConfig() if config is None else config
+    if not isinstance(config, SyntheticConfig):
+        raise ConfigError(f"config must be a SyntheticConfig, got {type(config).__name__}")
+    root = Path(default_data_root() if root is None else root).expanduser().absolute()
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"{root}: exists and is not a directory")
+    if not force and _is_reusable(root, config):
+        return root
+    if root.is_dir() and any(root.iterdir()) and not (root / BENCHMARK_FILE).exists():
+        raise DatasetError(f"{root}: not empty and has no {BENCHMARK_FILE}; refusing to overwrite it "
+                           "(choose another folder or empty it)")
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        _write_benchmark(staging, config, progress)
+        if not force and _is_reusable(root, config):
+            return root  # another process finished the same benchmark meanwhile
+        retired = None
+        if root.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+            os.replace(root, retired / root.name)
+        os.replace(staging, root)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def sample_ids(split: str, config: SyntheticConfig | None = None) -> list[str]:
+    """Image ids of a split as the benchmark names them (``train_00000``, ``test_00000``, ...)."""
+    config = SyntheticConfig() if config is None else config
+    if split not in _SPLIT_DIRS:
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    count = config.num_train if split == "train" else config.num_test
+    return [_sample_id(split, i) for i in range(count)]
+
+
+def iter_samples(config: SyntheticConfig, split: str, indices: Iterable[int]):
+    """Yield ``(image, label)`` of the given indices without touching the disk."""
+    for index in indices:
+        yield generate_sample(config, split, index)

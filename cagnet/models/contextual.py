@@ -1,0 +1,138 @@
+"""Contextual module: the pixel-wise contextual latent code of CaGNet.
+
+Data flow (C = feature dim, W = branch width, 256 in the original; grid h x w)::
+
+    h  [N, C, h, w]    ASPP output of the backbone (the semantic feature, before any sigmoid)
+    sigmoid(h) -> branch1 (3x3, dilation 1) -> ReLU -> c1 [N, W, h, w]
+               -> branch2 (3x3, dilation 2) -> ReLU -> c2 [N, W, h, w]   (chained: c1 -> c2 -> c3,
+               -> branch3 (3x3, dilation 5) -> ReLU -> c3 [N, W, h, w]    growing receptive field)
+    gates  = sigmoid(ReLU(conv3x3([c1; c2; c3])))          [N, 3, h, w]   one gate per branch
+    fused  = ReLU(conv1x1([g1*c1; g2*c2; g3*c3]))          [N, C, h, w]
+    mu     = conv3x3(fused)                                [N, C, h, w]
+    logvar = ReLU(conv3x3(fused))                          [N, C, h, w]
+    latent = mu + eps * exp(logvar / 2)  (training)   or   mu  (eval)
+    real_feature = sigmoid(h + h * sigmoid(latent))        [N, C, h, w]
+
+All convs are bias-free, padding = dilation. The KL term of the latent against N(0, I) is
+averaged over the labelled pixels x channels (:func:`kl_divergence`).
+
+The original resizes mu, logvar and the latent (bilinear) to the grid of ``h``; they
+already have that grid, so that resize is the identity and is left out here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONTEXT_DILATIONS: tuple[int, ...] = (1, 2, 5)
+
+
+@dataclass
+class ContextualLatent:
+    """Output of :class:`ContextualModule` on one grid: each [N, C, h, w]."""
+
+    latent: torch.Tensor
+    mu: torch.Tensor
+    logvar: torch.Tensor
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> nn.Conv2d:
+    padding = dilation * (kernel_size - 1) // 2
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
+
+
+class ContextualModule(nn.Module):
+    """Gated dilated branches on sigmoid(h) -> mu, logvar -> contextual latent code.
+
+    Args:
+        feature_dim: C, channels of the ASPP output and of the latent code.
+        width: channels of each dilated branch (256 in the original).
+        dilations: dilation of each chained branch ((1, 2, 5) in the original).
+    """
+
+    def __init__(self, feature_dim: int, width: int = 256, dilations: Sequence[int] = CONTEXT_DILATIONS) -> None:
+        super().__init__()
+        n = len(dilations)
+        self.branches = nn.ModuleList(
+            _conv(feature_dim if i == 0 else width, width, 3, d) for i, d in enumerate(dilations))
+        self.branch_activation = nn.ReLU()
+        self.gates = _conv(n * width, n, 3)
+        # ReLU then sigmoid, in this order: gates lie in [0.5, 1)
+        self.gate_activation = nn.Sequential(nn.ReLU(), nn.Sigmoid())
+        self.fuse = _conv(n * width, feature_dim, 1)
+        self.fuse_activation = nn.ReLU()
+        self.mu = _conv(feature_dim, feature_dim, 3)
+        self.logvar = _conv(feature_dim, feature_dim, 3)
+        # the original keeps logvar >= 0
+        self.logvar_activation = nn.ReLU()
+
+    def forward(self, semantic: torch.Tensor) -> ContextualLatent:
+        """``semantic`` [N,C,h,w] (ASPP output h) -> latent, mu, logvar, each [N,C,h,w]."""
+        x = torch.sigmoid(semantic)
+        branch_outputs = []
+        for branch in self.branches:
+            x = self.branch_activation(branch(x))
+            branch_outputs.append(x)
+        gates = self.gate_activation(self.gates(torch.cat(branch_outputs, dim=1)))  # [N, n, h, w]
+        gated = [c * gates[:, i:i + 1] for i, c in enumerate(branch_outputs)]
+        fused = self.fuse_activation(self.fuse(torch.cat(gated, dim=1)))
+        mu = self.mu(fused)
+        logvar = self.logvar_activation(self.logvar(fused))
+        return ContextualLatent(latent=reparameterize(mu, logvar, self.training), mu=mu, logvar=logvar)
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, sample: bool) -> torch.Tensor:
+    """``mu + eps * exp(logvar / 2)`` with eps ~ N(0, I) when ``sample``, else ``mu``."""
+    if not sample:
+        return mu
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+def real_feature(semantic: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """``sigmoid(h + h * sigmoid(latent))``: the latent code modulates the semantic feature h."""
+    return torch.sigmoid(semantic + semantic * torch.sigmoid(latent))
+
+
+def resize_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Nearest resize of a boolean mask [N,H,W] -> [N,h,w].
+
+    PyTorch's legacy ``mode="nearest"`` (source index ``floor(i * H / h)``), as the original
+    resizes the labelled-pixel mask for the KL term.
+    """
+    resized = F.interpolate(mask[:, None].to(torch.float32), size=tuple(size), mode="nearest")
+    return resized[:, 0] > 0.5
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, labelled: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) averaged over labelled pixels x channels.
+
+    ``-0.5 * sum(1 + logvar - mu^2 - exp(logvar))`` over the selected entries divided by their
+    count; 0 when no pixel is labelled.
+
+    Args:
+        mu, logvar: [N, C, h, w].
+        labelled: bool [N, H, W] (True = labelled pixel), resized to h x w with
+            :func:`resize_mask`; None = every pixel.
+
+    Returns a float32 scalar (computed in float32 also under autocast).
+    """
+    mu = mu.float()
+    logvar = logvar.float()
+    if labelled is None:
+        return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).mean()
+    if labelled.shape[-2:] != mu.shape[-2:]:
+        labelled = resize_mask(labelled, mu.shape[-2:])
+    selected = labelled[:, None].expand_as(mu)  # [N, C, h, w]
+    # select the inputs, not the terms: an overflow of exp() at an unlabelled pixel then
+    # gives neither a NaN value nor a NaN gradient; unselected entries add 1 + 0 - 0 - 1 = 0
+    zero = torch.zeros_like(mu)
+    mu = torch.where(selected, mu, zero)
+    logvar = torch.where(selected, logvar, zero)
+    total = (1.0 + logvar - mu.pow(2) - logvar.exp()).sum()
+    count = selected.sum().to(total.dtype)
+    # where() instead of an if on count: no device sync, same graph either way
+    return torch.where(count > 0, -0.5 * total / count.clamp_min(1.0), torch.zeros_like(total))

@@ -1,0 +1,1 @@
+"""Training: the self-training label construction (``cagnet.train.self_training``)."""
