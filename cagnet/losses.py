@@ -109,22 +109,37 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor,
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor,
-                  labelled_mask: torch.Tensor) -> torch.Tensor:
+                  labelled_mask: torch.Tensor | None = None) -> torch.Tensor:
     """KL divergence of N(mu, exp(logvar)) from N(0, I), averaged over labelled pixels x channels.
 
-    ``-0.5 * sum(1 + logvar - mu^2 - exp(logvar)) / (labelled pixels * C)``.
+    ``-0.5 * sum(1 + logvar - mu^2 - exp(logvar)) / (labelled pixels * C)``; 0 when no pixel
+    is labelled.
 
     Args:
         mu, logvar: [N, C, H, W] contextual latent mean and log-variance.
-        labelled_mask: [N, H, W] bool, True where the pixel is labelled.
+        labelled_mask: [N, H, W] bool on the same grid, True where the pixel is labelled;
+            None = every pixel.
+
+    Returns a float32 scalar (computed in full precision also under autocast).
     """
     if mu.shape != logvar.shape:
         raise ValueError(f"kl_divergence: mu {tuple(mu.shape)} and logvar "
                          f"{tuple(logvar.shape)} differ in shape")
     with _no_autocast(mu.device):
         mu, logvar = _full_precision(mu), _full_precision(logvar)
-        per_element = 1.0 + logvar - mu.pow(2) - logvar.exp()
-        return -0.5 * _masked_mean(per_element, labelled_mask.bool())
+        if labelled_mask is None:
+            return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).mean()
+        _check_mask(labelled_mask, mu, "kl_divergence")
+        selected = labelled_mask.bool()[:, None].expand_as(mu)
+        # select the inputs, not the terms: an overflow of exp() at an unlabelled pixel then
+        # gives neither a NaN value nor a NaN gradient; unselected entries add 1 + 0 - 0 - 1 = 0
+        zero = torch.zeros_like(mu)
+        mu = torch.where(selected, mu, zero)
+        logvar = torch.where(selected, logvar, zero)
+        total = (1.0 + logvar - mu.pow(2) - logvar.exp()).sum()
+        count = selected.sum().to(total.dtype)
+        # clamp instead of an if on count: no host-device sync, same graph either way
+        return -0.5 * total / count.clamp_min(1.0)
 
 
 # --------------------------------------------------------------------------------------------

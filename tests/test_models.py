@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from cagnet.errors import ConfigError
+from cagnet.losses import kl_divergence
 from cagnet.models import (MODEL_PRESETS, CaGNet, FrozenBatchNorm2d, ModelConfig, build_cagnet, count_parameters,
-                           kl_divergence, max_fuse, model_config, real_feature, resize_mask, resize_to_scale)
+                           max_fuse, model_config, real_feature, resize_mask, resize_to_scale)
 
 # parameters of the original voc12 model (conv/BN/linear weights and biases, not BN statistics
 # or embedding tables); test_convert.py checks the same layout against the manifest
@@ -158,12 +159,12 @@ def test_kl_value_and_mask():
     assert kl_divergence(mu, logvar, torch.zeros(1, 2, 2, dtype=torch.bool)).item() == 0.0
 
 
-def test_kl_resizes_mask_with_legacy_nearest():
+def test_kl_mask_resized_with_legacy_nearest():
     mask = torch.zeros(1, 8, 8, dtype=torch.bool)
     mask[:, ::2, ::2] = True  # floor(i * 8 / 4) = 0, 2, 4, 6: every sampled pixel is labelled
     assert resize_mask(mask, (4, 4)).all()
     mu = torch.ones(1, 2, 4, 4)
-    assert kl_divergence(mu, torch.zeros_like(mu), mask).item() == pytest.approx(0.5)
+    assert kl_divergence(mu, torch.zeros_like(mu), resize_mask(mask, (4, 4))).item() == pytest.approx(0.5)
 
 
 def test_eval_latent_is_mu_and_train_latent_is_sampled():

@@ -20,7 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cagnet.data.transforms import resize_labels
+from cagnet.losses import mmd_loss
 from cagnet.models import CaGNet, build_cagnet, config_from_original_state_dict, load_checkpoint
+from cagnet.train.self_training import self_training_labels
 
 TOLERANCE = 1e-4
 MODEL_TENSORS = ("feature_h0", "latent_h1", "msc_max", "KLD", "dis_cls", "dis_gan", "gen_input", "gen_out",
@@ -178,7 +181,7 @@ def _real_feature_without_inner_sigmoid(model, monkeypatch):
 def _kl_mask_nearest_exact(model, monkeypatch):
     def resize(mask, size):
         return F.interpolate(mask[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0] > 0.5
-    monkeypatch.setattr("cagnet.models.contextual.resize_mask", resize)
+    monkeypatch.setattr("cagnet.models.cagnet.resize_mask", resize)
 
 
 def _scales_align_corners(model, monkeypatch):
@@ -245,3 +248,31 @@ def test_perturbed_architecture_fails_comparison(name, reference_model, referenc
 # Comparisons of MMD, self-training labels and the evaluation label resize (mmd_*, st_*,
 # resize_*) against the reference are added below, using the functions of cagnet.losses,
 # the self-training module and cagnet.metrics.
+def test_mmd_loss_matches_original(reference):
+    args = (reference["mmd_predict"], reference["mmd_target"], reference["mmd_gt"])
+    torch.testing.assert_close(mmd_loss(*args), reference["mmd_value"], rtol=1e-5, atol=0)
+    # blockwise evaluation (down to row blocks of one run) must not change the value
+    torch.testing.assert_close(mmd_loss(*args, chunk_elements=5), reference["mmd_value"], rtol=1e-5, atol=0)
+
+
+def test_self_training_labels_match_original(reference):
+    scores, labels = reference["st_scores"], reference["st_resized_gt"]
+    num_unseen = 5  # the reference's 21 outputs: seen 0..14, unseen 15..19, extra output 20
+    num_seen = scores.shape[1] - 1 - num_unseen
+    unseen = range(num_seen, num_seen + num_unseen)
+    new = self_training_labels(scores, labels, unseen=unseen, top_p=10)
+    assert new.dtype == torch.long
+    assert torch.equal(new, reference["st_gt_new"])
+    # the extra output is not an unseen class: counting it as one changes the result
+    wrong = self_training_labels(scores, labels, unseen=range(num_seen, num_seen + num_unseen + 1), top_p=10)
+    assert not torch.equal(wrong, reference["st_gt_new"])
+
+
+def test_evaluation_label_resize_matches_original(reference):
+    labels_in, labels_out = reference["resize_in"], reference["resize_out"]
+    size = tuple(labels_out.shape[-2:])
+    resized = resize_labels(labels_in, size)
+    assert resized.dtype == torch.long
+    assert torch.equal(resized, labels_out.long())
+    # one map at a time ([H, W]) gives the same
+    assert torch.equal(resize_labels(labels_in[1], size), labels_out[1].long())

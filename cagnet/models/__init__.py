@@ -13,7 +13,7 @@ from cagnet.models.backbone import (ASPP, BACKBONE_PRESETS, Bottleneck, ConvBN, 
                                     max_fuse, resize_to_scale)
 from cagnet.models.cagnet import (MODEL_PRESETS, CaGNet, ContextOutput, ModelConfig, build_cagnet,
                                   count_parameters, model_config)
-from cagnet.models.contextual import (ContextualLatent, ContextualModule, kl_divergence, real_feature,
+from cagnet.models.contextual import (ContextualLatent, ContextualModule, real_feature,
                                       reparameterize, resize_mask)
 from cagnet.models.convert import (LoadReport, config_from_original_state_dict, load_checkpoint, original_to_project_key, project_to_original_key,
                                    read_checkpoint, save_original_checkpoint, to_original_state_dict)
@@ -24,7 +24,7 @@ __all__ = [
     "ASPP", "BACKBONE_PRESETS", "Bottleneck", "ConvBN", "DeepLabV2", "FrozenBatchNorm2d", "max_fuse",
     "resize_to_scale",
     "MODEL_PRESETS", "CaGNet", "ContextOutput", "ModelConfig", "build_cagnet", "count_parameters", "model_config",
-    "ContextualLatent", "ContextualModule", "kl_divergence", "real_feature", "reparameterize", "resize_mask",
+    "ContextualLatent", "ContextualModule", "real_feature", "reparameterize", "resize_mask",
     "LoadReport", "config_from_original_state_dict", "load_checkpoint", "original_to_project_key", "project_to_original_key", "read_checkpoint",
     "save_original_checkpoint", "to_original_state_dict",
     "Discriminator", "FeatureGenerator",

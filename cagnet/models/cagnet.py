@@ -46,8 +46,9 @@ from torch import nn
 from cagnet.errors import ConfigError
 from cagnet.models.backbone import (ASPP_DILATIONS, BACKBONE_PRESETS, DEFAULT_SCALES, DeepLabV2, max_fuse,
                                     resize_to_scale)
-from cagnet.models.contextual import (CONTEXT_DILATIONS, ContextualLatent, ContextualModule, kl_divergence,
-                                      real_feature)
+from cagnet.losses import kl_divergence
+from cagnet.models.contextual import (CONTEXT_DILATIONS, ContextualLatent, ContextualModule,
+                                      real_feature, resize_mask)
 from cagnet.models.discriminator import Discriminator
 from cagnet.models.generator import GENERATOR_DROPOUTS, GENERATOR_WIDTHS, FeatureGenerator
 
@@ -332,6 +333,8 @@ class CaGNet(nn.Module):
         """
         semantic, ctx = self._single_scale(image)
         feature = real_feature(semantic, ctx.latent)
+        if labelled_mask is not None and labelled_mask.shape[-2:] != ctx.mu.shape[-2:]:
+            labelled_mask = resize_mask(labelled_mask, ctx.mu.shape[-2:])
         kl = kl_divergence(ctx.mu, ctx.logvar, labelled_mask)
         scale_features = [feature]
         if multi_scale:

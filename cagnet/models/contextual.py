@@ -14,7 +14,7 @@ Data flow (C = feature dim, W = branch width, 256 in the original; grid h x w)::
     real_feature = sigmoid(h + h * sigmoid(latent))        [N, C, h, w]
 
 All convs are bias-free, padding = dilation. The KL term of the latent against N(0, I) is
-averaged over the labelled pixels x channels (:func:`kl_divergence`).
+averaged over the labelled pixels x channels (:func:`cagnet.losses.kl_divergence`).
 
 The original resizes mu, logvar and the latent (bilinear) to the grid of ``h``; they
 already have that grid, so that resize is the identity and is left out here.
@@ -107,32 +107,3 @@ def resize_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return resized[:, 0] > 0.5
 
 
-def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, labelled: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) averaged over labelled pixels x channels.
-
-    ``-0.5 * sum(1 + logvar - mu^2 - exp(logvar))`` over the selected entries divided by their
-    count; 0 when no pixel is labelled.
-
-    Args:
-        mu, logvar: [N, C, h, w].
-        labelled: bool [N, H, W] (True = labelled pixel), resized to h x w with
-            :func:`resize_mask`; None = every pixel.
-
-    Returns a float32 scalar (computed in float32 also under autocast).
-    """
-    mu = mu.float()
-    logvar = logvar.float()
-    if labelled is None:
-        return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).mean()
-    if labelled.shape[-2:] != mu.shape[-2:]:
-        labelled = resize_mask(labelled, mu.shape[-2:])
-    selected = labelled[:, None].expand_as(mu)  # [N, C, h, w]
-    # select the inputs, not the terms: an overflow of exp() at an unlabelled pixel then
-    # gives neither a NaN value nor a NaN gradient; unselected entries add 1 + 0 - 0 - 1 = 0
-    zero = torch.zeros_like(mu)
-    mu = torch.where(selected, mu, zero)
-    logvar = torch.where(selected, logvar, zero)
-    total = (1.0 + logvar - mu.pow(2) - logvar.exp()).sum()
-    count = selected.sum().to(total.dtype)
-    # where() instead of an if on count: no device sync, same graph either way
-    return torch.where(count > 0, -0.5 * total / count.clamp_min(1.0), torch.zeros_like(total))
