@@ -32,6 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
                        default="auto", help="word vectors to validate (default: auto; none = skip)")
     check.add_argument("--no-progress", action="store_true", help="no progress bar")
     check.set_defaults(func=cmd_check)
+
+    data = sub.add_parser(
+        "data",
+        help="build (or reuse) the embedded synthetic zero-shot benchmark",
+        description="Generate the embedded synthetic benchmark in the original CaGNet folder layout, "
+                    "deterministically from a seed. A complete copy with the same parameters is reused.",
+    )
+    data.add_argument("--root", default=None,
+                      help="target folder (default: $CAGNET_DATA, else data/synthetic in the repository)")
+    data.add_argument("--seed", type=int, default=0, help="generation seed (default: 0)")
+    data.add_argument("--num-train", type=int, default=400, help="training images (default: 400)")
+    data.add_argument("--num-test", type=int, default=150, help="test images (default: 150)")
+    data.add_argument("--image-size", type=int, default=128, help="image side in pixels (default: 128)")
+    data.add_argument("--force", action="store_true", help="regenerate even when a matching copy exists")
+    data.add_argument("--no-progress", action="store_true", help="no progress bar")
+    data.set_defaults(func=cmd_data)
     return parser
 
 
@@ -45,6 +61,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(problem)
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """``data``: build or reuse the synthetic benchmark and print where it is."""
+    from cagnet.data.synthetic import SyntheticConfig, build_synthetic_benchmark
+
+    config = SyntheticConfig(seed=args.seed, num_train=args.num_train, num_test=args.num_test,
+                             image_size=args.image_size)
+    root = build_synthetic_benchmark(args.root, config, force=args.force, progress=not args.no_progress)
+    print(f"synthetic benchmark: {root}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -337,3 +337,17 @@ def test_class_swatch_shows_the_class_colour_on_grey():
         assert np.percentile(saturation, 10) < 25
     with pytest.raises(ConfigError):
         synthetic.render_class_swatch(16)
+
+
+def test_cli_data_builds_then_reuses(tmp_path, capsys):
+    from cagnet.cli import main
+
+    root = tmp_path / "bench"
+    argv = ["data", "--root", str(root), "--num-train", "3", "--num-test", "2", "--image-size", "40", "--no-progress"]
+    assert main(argv) == 0
+    assert str(root) in capsys.readouterr().out
+    stamp = (root / "benchmark.json").stat().st_mtime_ns
+    assert main(argv) == 0  # same parameters: reused, not rewritten
+    assert (root / "benchmark.json").stat().st_mtime_ns == stamp
+    assert main(argv[:-3] + ["--image-size", "8", "--no-progress"]) == 2
+    assert "image_size" in capsys.readouterr().err
