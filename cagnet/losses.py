@@ -387,6 +387,37 @@ class _PaddedRunsMMD(torch.autograd.Function):
         return grad_predict, grad_target, None, None, None, None
 
 
+def mmd_loss_loop(predict: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
+                  ignore_index: int = IGNORE_INDEX, bandwidths=MMD_BANDWIDTHS) -> torch.Tensor:
+    """The MMD content loss of :func:`mmd_loss` written plainly, with Python loops over pixels and runs.
+
+    Slow; it is the readable statement of the definition that tests and
+    ``benchmarks/bench_mmd.py`` compare the vectorised :func:`mmd_loss` against.
+    """
+    channels = predict.shape[1]
+    predict_px = predict.permute(0, 2, 3, 1).reshape(-1, channels)
+    target_px = target.permute(0, 2, 3, 1).reshape(-1, channels)
+    flat_labels = labels.reshape(-1).tolist()
+    labelled = [i for i, label in enumerate(flat_labels) if label != ignore_index]
+    if not labelled:
+        return (predict.sum() + target.sum()) * 0.0
+    runs, start = [], 0
+    for k in range(1, len(labelled) + 1):
+        if k == len(labelled) or flat_labels[labelled[k]] != flat_labels[labelled[start]]:
+            runs.append(labelled[start:k])
+            start = k
+    total = 0.0
+    for run in runs:
+        p, t = predict_px[run], target_px[run]
+        squared_distances = [torch.cdist(a, b).pow(2) for a, b in ((p, p), (t, t), (p, t))]
+        statistic = 0.0
+        for sigma in bandwidths:
+            pp, tt, pt = (torch.exp(-d2 / (2.0 * sigma)).mean() for d2 in squared_distances)
+            statistic = statistic + 0.5 * (pp + tt - 2.0 * pt)
+        total = total + (statistic.sqrt() if statistic > 0 else statistic * 0.0)
+    return total / len(runs)
+
+
 def mmd_loss(predict: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
              ignore_index: int = IGNORE_INDEX,
              bandwidths: Sequence[float] = MMD_BANDWIDTHS,

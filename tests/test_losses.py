@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from cagnet.losses import (
     GAN_KINDS,
-    MMD_BANDWIDTHS,
     classification_loss,
     discriminator_gan_loss,
     gan_loss,
@@ -15,33 +14,8 @@ from cagnet.losses import (
     gradient_penalty,
     kl_divergence,
     mmd_loss,
+    mmd_loss_loop,
 )
-
-
-def _mmd_loss_loop(predict, target, labels, ignore_index=255, bandwidths=MMD_BANDWIDTHS):
-    """Reference MMD content loss written as plainly as possible: loops over pixels and runs."""
-    channels = predict.shape[1]
-    predict_px = predict.permute(0, 2, 3, 1).reshape(-1, channels)
-    target_px = target.permute(0, 2, 3, 1).reshape(-1, channels)
-    flat_labels = labels.reshape(-1).tolist()
-    labelled = [i for i, label in enumerate(flat_labels) if label != ignore_index]
-    if not labelled:
-        return (predict.sum() + target.sum()) * 0.0
-    runs, start = [], 0
-    for k in range(1, len(labelled) + 1):
-        if k == len(labelled) or flat_labels[labelled[k]] != flat_labels[labelled[start]]:
-            runs.append(labelled[start:k])
-            start = k
-    total = 0.0
-    for run in runs:
-        p, t = predict_px[run], target_px[run]
-        squared_distances = [torch.cdist(a, b).pow(2) for a, b in ((p, p), (t, t), (p, t))]
-        statistic = 0.0
-        for sigma in bandwidths:
-            pp, tt, pt = (torch.exp(-d2 / (2.0 * sigma)).mean() for d2 in squared_distances)
-            statistic = statistic + 0.5 * (pp + tt - 2.0 * pt)
-        total = total + (statistic.sqrt() if statistic > 0 else statistic * 0.0)
-    return total / len(runs)
 
 
 # ------------------------------------------------------------------------------------------
@@ -90,7 +64,7 @@ def test_mmd_vectorised_equals_loop(layout, seed):
     predict, target, generator = _features(seed, (2, 5, 6, 7))
     labels = _layout(layout, (2, 6, 7), generator)
     # the loop in float64 is the exact value of the formula
-    expected = _mmd_loss_loop(predict.double(), target.double(), labels)
+    expected = mmd_loss_loop(predict.double(), target.double(), labels)
     assert expected > 0
     for chunk_elements in (1 << 21, 7, 1):
         # same formula: float64 agrees to rounding
@@ -113,7 +87,7 @@ def test_mmd_close_features():
     predict, _, generator = _features(3, (2, 64, 6, 7), dtype=torch.float64)
     target = predict + 1e-3 * torch.randn(predict.shape, generator=generator, dtype=torch.float64)
     labels = _layout("blocks", (2, 6, 7), generator)
-    expected = _mmd_loss_loop(predict, target, labels)
+    expected = mmd_loss_loop(predict, target, labels)
     torch.testing.assert_close(mmd_loss(predict, target, labels), expected, rtol=1e-8, atol=0)
     torch.testing.assert_close(mmd_loss(predict.float(), target.float(), labels).double(),
                                expected, rtol=0.1, atol=0)
@@ -145,7 +119,7 @@ def test_mmd_gradient_matches_loop(layout, chunk_elements):
     predict, target, generator = _features(5, (2, 3, 3, 4), dtype=torch.float64)
     labels = _layout(layout, (2, 3, 4), generator)
     grads = []
-    for function in (_mmd_loss_loop,
+    for function in (mmd_loss_loop,
                      lambda p, t, g: mmd_loss(p, t, g, chunk_elements=chunk_elements)):
         p, t = predict.clone().requires_grad_(True), target.clone().requires_grad_(True)
         function(p, t, labels).backward()
