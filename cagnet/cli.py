@@ -48,7 +48,63 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--force", action="store_true", help="regenerate even when a matching copy exists")
     data.add_argument("--no-progress", action="store_true", help="no progress bar")
     data.set_defaults(func=cmd_data)
+
+    train = sub.add_parser(
+        "train",
+        help="train one schedule of a config (step1, mixed, st, st_mixed)",
+        description="Train CaGNet with one schedule of a configuration, like the original's train.py "
+                    "(--config --schedule --init_model). Writes config.yaml, log.jsonl (every loss per "
+                    "iteration), eval.jsonl (test scores), checkpoint.pt and figures to the run folder. "
+                    "Multi-GPU / multi-node: launch with torchrun, e.g. "
+                    "'torchrun --nproc_per_node 4 -m cagnet train --config voc12 --schedule step1'.",
+    )
+    _add_config_options(train)
+    train.add_argument("--schedule", choices=("step1", "mixed", "st", "st_mixed"), default="step1",
+                       help="step1: backbone, contextual module, generator and discriminator; mixed: "
+                            "finetuning alternating step 1 and step 2 (generated unseen features); st: "
+                            "self-training on pseudo-labels; st_mixed: finetuning after st (default: step1)")
+    train.add_argument("--init-model", metavar="PATH", default=None,
+                       help="initial weights: a checkpoint of the original implementation, DeepLabV2 init "
+                            "weights (deeplabv2_resnet101_init.pth) or a checkpoint of this project; "
+                            "default: the schedule's init_model / init_from (mixed starts from the step1 "
+                            "run's checkpoint, st from mixed, st_mixed from st)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint.pt exactly where it stopped")
+    train.add_argument("--out", metavar="DIR", default=None,
+                       help="run folder (default: runs/<config name>/<schedule>)")
+    train.add_argument("--stop-at", metavar="ITER", type=int, default=None,
+                       help="stop after this iteration (writing a checkpoint), to continue later with --resume")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a checkpoint on the config's test split (GZSL metrics)",
+        description="Evaluate a checkpoint (this project's, or the original implementation's) on the test "
+                    "split of a config, like the original's train.py --val: mIoU / pixel accuracy / mean "
+                    "accuracy / frequency-weighted IoU of all, seen and unseen classes and their harmonic "
+                    "means.",
+    )
+    _add_config_options(evaluate)
+    evaluate.add_argument("--checkpoint", metavar="PATH", required=True,
+                          help="model weights: a run's checkpoint.pt or an original-layout .pth file")
+    evaluate.add_argument("--protocol", choices=("original", "full"), default="original",
+                          help="original: images warped to data.test_size, ground truth nearest-resized to "
+                               "the prediction grid (as the original); full: logits upsampled to each image's "
+                               "own size and scored at full resolution (default: original)")
+    evaluate.add_argument("--json", metavar="PATH", default=None,
+                          help="also write the scores, config, checkpoint and protocol to this JSON file")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="NAME|PATH", required=True,
+                        help="a packaged config (tutorial, voc12, context, cocostuff) or a YAML file")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override a config value, e.g. --set schedules.step1.iterations=200 --set "
+                             "data.root=data/voc12 --set runtime.device=cpu (repeatable; values are YAML)")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -71,6 +127,50 @@ def cmd_data(args: argparse.Namespace) -> int:
                              image_size=args.image_size)
     root = build_synthetic_benchmark(args.root, config, force=args.force, progress=not args.no_progress)
     print(f"synthetic benchmark: {root}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``train``: run one schedule; print where the run folder is and the final scores."""
+    from cagnet.config import load_train_config
+    from cagnet.metrics import format_scores
+    from cagnet.train.engine import train
+
+    config = load_train_config(args.config, args.overrides)
+    result = train(config, args.schedule, args.out, init_model=args.init_model, resume=args.resume,
+                   stop_at=args.stop_at, progress=False if args.no_progress else None)
+    if result.rank != 0:   # under torchrun, rank 0 reports
+        return 0
+    if result.scores is not None:
+        print(format_scores(result.scores, style="table"))
+    state = "finished" if result.completed else "stopped"
+    print(f"{state} at iteration {result.iteration}: {result.out_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``evaluate``: score a checkpoint; print the table, optionally write JSON."""
+    import json
+    from pathlib import Path
+
+    from cagnet.config import load_train_config, to_dict
+    from cagnet.evaluate import evaluate_checkpoint
+    from cagnet.metrics import format_scores
+
+    config = load_train_config(args.config, args.overrides)
+    scores = evaluate_checkpoint(config, args.checkpoint, args.protocol, progress=not args.no_progress)
+    print(f"{scores['num_images']} test images, protocol {args.protocol}, checkpoint {args.checkpoint}")
+    print(format_scores(scores, style="table"))
+    if args.json:
+        record = {"config": args.config, "overrides": list(args.overrides), "checkpoint": str(args.checkpoint),
+                  "protocol": args.protocol, "num_images": scores["num_images"],
+                  "scores": {k: v for k, v in scores.items()
+                             if k not in ("protocol", "num_images", "checkpoint", "load_report")},
+                  "resolved_config": to_dict(config)}
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2))
+        print(f"scores written to {path}")
     return 0
 
 

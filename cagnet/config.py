@@ -5,6 +5,10 @@ A configuration is a tree of dataclasses. :func:`from_dict` builds one from plai
 a :class:`~cagnet.errors.ConfigError` that names the key (``train.iterations: expected int,
 got 'many'``). :func:`apply_overrides` applies ``key.sub=value`` strings from the command
 line to such a tree, with the same checks.
+
+The second half of the module is the schema of the training configuration
+(:class:`TrainConfig`: data, model, optim, losses, schedules, runtime) and its loader
+:func:`load_train_config` (a packaged config by name, or a YAML file, plus overrides).
 """
 from __future__ import annotations
 
@@ -13,11 +17,13 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, TypeVar
 
 import yaml
 
 from cagnet.errors import ConfigError
+from cagnet.models.cagnet import ModelConfig
 
 T = TypeVar("T")
 
@@ -175,3 +181,360 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+# ============================================================================================
+# Training configuration schema
+# ============================================================================================
+#: Training schedules, in the order the original runs them.
+SCHEDULE_NAMES: tuple[str, ...] = ("step1", "mixed", "st", "st_mixed")
+#: Packaged configurations (``cagnet/configs/<name>.yaml``).
+PACKAGED_CONFIGS: tuple[str, ...] = ("tutorial", "voc12", "context", "cocostuff")
+
+
+def _positive(where: str, value: Any, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{where}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    """Dataset and loading.
+
+    ``root`` is a dataset folder in the original layout (None = the embedded synthetic
+    benchmark at :func:`cagnet.data.default_data_root`). With ``synthetic`` set (a mapping of
+    :class:`cagnet.data.SyntheticConfig` fields, ``{}`` = its defaults) the embedded benchmark
+    is built at ``root`` first, or reused when an identical one is there.
+    ``test_size``: side of the square the test images are warped to (513 in the original;
+    None = each image's own size). ``train_limit`` / ``test_limit``: use only the first N
+    images of a split (quick runs).
+    """
+
+    root: str | None = None
+    synthetic: dict[str, Any] | None = None
+    embedding: Literal["auto", "fastnvec", "fasttext", "word2vec", "glove"] = "auto"
+    normalize_embeddings: bool = True
+    normalization: Literal["caffe", "imagenet"] = "caffe"
+    crop_size: int = 368
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    flip: bool = True
+    test_size: int | None = 513
+    batch_size: int = 8
+    test_batch_size: int = 1
+    num_workers: int = 0
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+    def validate(self) -> None:
+        for name in ("crop_size", "batch_size", "test_batch_size", "test_size", "train_limit", "test_limit"):
+            _positive(f"data.{name}", getattr(self, name))
+        _positive("data.num_workers", self.num_workers, allow_zero=True)
+        low, high = self.scale_range
+        if not 0 < low <= high:
+            raise ConfigError(f"data.scale_range: needs 0 < low <= high, got {list(self.scale_range)}")
+        if self.synthetic is not None:
+            from cagnet.data.synthetic import SyntheticConfig
+
+            try:
+                SyntheticConfig.from_dict(dict(self.synthetic))
+            except (ConfigError, TypeError) as err:
+                raise ConfigError(f"data.synthetic: {err}") from None
+
+
+@dataclass
+class LrMultipliers:
+    """Learning-rate multipliers of the backbone optimiser's parameter groups (DeepLabV2 recipe).
+
+    ``context_gates`` is the contextual module's gate conv, which the original leaves out of
+    every optimiser (see :class:`OptimConfig`).
+    """
+
+    backbone: float = 1.0
+    context: float = 5.0
+    context_gates: float = 5.0
+    aspp_weight: float = 10.0
+    aspp_bias: float = 20.0
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser settings shared by every schedule (the learning rates are per schedule).
+
+    Backbone + ASPP + contextual module: SGD with momentum (``backbone_optimizer: adam``, which
+    the original also offers, uses Adam with the same groups), one parameter group per
+    multiplier of :class:`LrMultipliers`, ASPP biases without weight decay, poly decay.
+    Generator and discriminator: Adam (L2 weight decay as in ``torch.optim.Adam``).
+    ``train_context_gates``: the original's parameter selection never trains the gate conv
+    of the contextual module (it keeps its initial values); True trains it with the
+    contextual convs (5x), False reproduces the original.
+    """
+
+    backbone_optimizer: Literal["sgd", "adam"] = "sgd"
+    backbone_momentum: float = 0.9
+    backbone_weight_decay: float = 5e-4
+    aspp_bias_weight_decay: float = 0.0
+    lr_multipliers: LrMultipliers = field(default_factory=LrMultipliers)
+    poly_power: float = 0.9
+    generator_weight_decay: float = 0.0
+    discriminator_weight_decay: float = 5e-4
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    train_context_gates: bool = True
+
+    def validate(self) -> None:
+        for name in ("backbone_momentum", "backbone_weight_decay", "aspp_bias_weight_decay", "poly_power",
+                     "generator_weight_decay", "discriminator_weight_decay"):
+            _positive(f"optim.{name}", getattr(self, name), allow_zero=True)
+        for beta in self.adam_betas:
+            if not 0 <= beta < 1:
+                raise ConfigError(f"optim.adam_betas: each must be in [0, 1), got {list(self.adam_betas)}")
+
+
+@dataclass
+class LossConfig:
+    """Loss kinds shared by every schedule (the weights are per schedule).
+
+    ``gan_type``: ``lsgan`` is what the original's config value computes (an L1 distance of
+    the sigmoid score to 0/1), ``ls`` the squared distance, ``gan`` binary cross-entropy.
+    """
+
+    gan_type: Literal["lsgan", "ls", "gan"] = "lsgan"
+    mmd_bandwidths: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 40.0, 60.0)
+
+    def validate(self) -> None:
+        if not self.mmd_bandwidths or min(self.mmd_bandwidths) <= 0:
+            raise ConfigError(f"losses.mmd_bandwidths: needs positive values, got {list(self.mmd_bandwidths)}")
+
+
+@dataclass
+class LossWeights:
+    """Loss coefficients of one schedule (the original's names; defaults = its step-1 values).
+
+    Backbone: ``lambda_B_KLD * KL + lambda_B_cls * cls(real)``. Discriminator (step 1):
+    ``GAN(real, fake) + lambda_D_cls_real * cls(real) + lambda_D_cls_fake * cls(fake)``;
+    (step 2): ``lambda_D_cls_fake_transfer * cls(fake)``. Generator (step 1):
+    ``lambda_G_GAN * GAN + lambda_G_Content * MMD + lambda_G_cls * cls(fake)``; (step 2):
+    ``lambda_G_cls_transfer * cls(fake)``.
+    """
+
+    lambda_B_KLD: float = 100.0
+    lambda_B_cls: float = 0.5
+    lambda_D_cls_real: float = 1.0
+    lambda_D_cls_fake: float = 0.0
+    lambda_D_cls_fake_transfer: float = 0.0
+    lambda_G_GAN: float = 1.0
+    lambda_G_Content: float = 50.0
+    lambda_G_cls: float = 0.0
+    lambda_G_cls_transfer: float = 0.0
+
+    def check(self, prefix: str) -> None:
+        for f in dataclasses.fields(self):
+            _positive(f"{prefix}.{f.name}", getattr(self, f.name), allow_zero=True)
+
+
+@dataclass
+class StepDecay:
+    """The original's ``lambda`` policy: factor 1 before ``start_decay_iter``, then
+    ``gamma ** ((iteration - start_decay_iter) // step_size + 1)``."""
+
+    start_decay_iter: int = 10000
+    step_size: int = 5000
+    gamma: float = 0.71
+
+    def check(self, prefix: str) -> None:
+        _positive(f"{prefix}.start_decay_iter", self.start_decay_iter, allow_zero=True)
+        _positive(f"{prefix}.step_size", self.step_size)
+        _positive(f"{prefix}.gamma", self.gamma)
+
+
+@dataclass
+class ScheduleConfig:
+    """One training schedule (one of the original's config files).
+
+    ``iterations``: ITER_MAX of the schedule. ``update_backbone``: ``update_back: t`` (the
+    backbone trains in step 1) or ``f`` (frozen). Learning rates of the backbone (SGD, poly
+    decay updated every ``backbone_poly_every`` iterations), generator and discriminator
+    (Adam, :class:`StepDecay`). ``mixed``/``st_mixed`` alternate ``interval_step1`` step-1
+    and ``interval_step2`` step-2 iterations starting with ``first``; step 2 draws labels
+    from the prior with ``gen_unseen_rate`` extra weight per unseen class. ``top_p``: the
+    self-training label rule (``st``). Initial weights: ``init_model`` (a checkpoint path)
+    or ``init_from`` (the final checkpoint of that schedule in the sibling run folder);
+    ``--init-model`` overrides both. ``batch_size`` / ``crop_size`` override ``data``.
+    ``st_unseen_embedding``: the generator's word embedding of a pixel pseudo-labelled with
+    an unseen class in ``st``: ``zero`` (the original: its seen-class table has zero rows
+    there) or ``word`` (the class's word embedding).
+    """
+
+    iterations: int
+    update_backbone: bool = True
+    backbone_lr: float = 2.5e-4
+    generator_lr: float = 2e-4
+    discriminator_lr: float = 2.5e-4
+    backbone_poly_every: int = 10
+    generator_decay: StepDecay = field(default_factory=StepDecay)
+    discriminator_decay: StepDecay = field(default_factory=StepDecay)
+    losses: LossWeights = field(default_factory=LossWeights)
+    interval_step1: int = 100
+    interval_step2: int = 100
+    first: Literal["step1", "step2"] = "step1"
+    gen_unseen_rate: float = 0.0
+    top_p: int = 1
+    init_from: Literal["step1", "mixed", "st", "st_mixed"] | None = None
+    init_model: str | None = None
+    batch_size: int | None = None
+    crop_size: int | None = None
+    st_unseen_embedding: Literal["zero", "word"] = "zero"
+
+    def check(self, prefix: str) -> None:
+        """Value checks; ``prefix`` names the section in messages (``schedules.step1``)."""
+        for name in ("iterations", "backbone_poly_every", "interval_step1", "interval_step2", "top_p",
+                     "batch_size", "crop_size"):
+            _positive(f"{prefix}.{name}", getattr(self, name))
+        for name in ("backbone_lr", "generator_lr", "discriminator_lr", "gen_unseen_rate"):
+            _positive(f"{prefix}.{name}", getattr(self, name), allow_zero=True)
+        self.generator_decay.check(f"{prefix}.generator_decay")
+        self.discriminator_decay.check(f"{prefix}.discriminator_decay")
+        self.losses.check(f"{prefix}.losses")
+
+
+@dataclass
+class SchedulesConfig:
+    """The schedules a config defines; ``train --schedule NAME`` needs its section."""
+
+    step1: ScheduleConfig | None = None
+    mixed: ScheduleConfig | None = None
+    st: ScheduleConfig | None = None
+    st_mixed: ScheduleConfig | None = None
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how training runs.
+
+    ``device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``
+    (under torchrun each process takes ``cuda:LOCAL_RANK``). ``amp``: autocast dtype
+    (``fp16`` only on CUDA, with a gradient scaler). ``channels_last``: None = on for CUDA,
+    off on CPU. Intervals are in iterations (0 = only at the end): ``log_interval`` (console
+    summary; every iteration is written to ``log.jsonl``), ``eval_interval`` (GZSL scores of
+    ``eval_images`` test images, None = all, and figures), ``checkpoint_interval``.
+    ``num_threads``: torch CPU threads (None = torch's default).
+    """
+
+    device: str = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool | None = None
+    seed: int = 0
+    log_interval: int = 50
+    eval_interval: int = 0
+    eval_images: int | None = None
+    checkpoint_interval: int = 1000
+    sample_images: int = 4
+    num_threads: int | None = None
+    progress: bool = True
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
+
+    def validate(self) -> None:
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"runtime.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for name in ("log_interval", "eval_interval", "checkpoint_interval", "sample_images"):
+            _positive(f"runtime.{name}", getattr(self, name), allow_zero=True)
+        _positive("runtime.eval_images", self.eval_images)
+        _positive("runtime.num_threads", self.num_threads)
+
+
+@dataclass
+class TrainConfig:
+    """A complete training configuration (see the packaged ``cagnet/configs/*.yaml``).
+
+    ``model`` is a :class:`cagnet.models.ModelConfig`; in YAML a ``preset`` key names the
+    base preset (``tiny``, ``original_voc12``, ...) and the other keys override its fields.
+    The class counts and embedding size follow the dataset when the model is built.
+    """
+
+    name: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    schedules: SchedulesConfig = field(default_factory=SchedulesConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def validate(self) -> None:
+        for name in SCHEDULE_NAMES:
+            section = getattr(self.schedules, name)
+            if section is not None:
+                section.check(f"schedules.{name}")
+
+    def schedule(self, name: str) -> ScheduleConfig:
+        """The section of schedule ``name``; ConfigError when unknown or absent."""
+        if name not in SCHEDULE_NAMES:
+            raise ConfigError(f"unknown schedule {name!r} (expected one of {', '.join(SCHEDULE_NAMES)})")
+        section = getattr(self.schedules, name)
+        if section is None:
+            defined = [n for n in SCHEDULE_NAMES if getattr(self.schedules, n) is not None]
+            raise ConfigError(f"config {self.name!r} has no schedules.{name} section "
+                              f"(it defines: {', '.join(defined) or 'none'})")
+        return section
+
+
+def train_config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
+    """:class:`TrainConfig` from plain data; the ``model`` mapping may name a ``preset``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"training config: expected a mapping, got {type(data).__name__}")
+    data = dict(data)
+    model_data = data.pop("model", None)
+    config = from_dict(TrainConfig, data)
+    if model_data is not None:
+        if not isinstance(model_data, Mapping):
+            raise ConfigError(f"model: expected a mapping, got {model_data!r}")
+        try:
+            model = ModelConfig.from_dict(model_data)
+        except TypeError as err:  # a value of a type ModelConfig cannot even compare
+            raise ConfigError(f"model: {err}") from None
+        config = dataclasses.replace(config, model=model)
+    return config
+
+
+def packaged_config_path(name: str) -> Path:
+    """Path of the packaged config ``name`` (``cagnet/configs/<name>.yaml``)."""
+    return Path(__file__).resolve().parent / "configs" / f"{name}.yaml"
+
+
+def resolve_config_source(source: str | Path) -> tuple[Path, str]:
+    """(YAML path, config name) of ``--config NAME|PATH``.
+
+    A packaged name (``tutorial``, ``voc12``, ...) wins over a same-named file in the working
+    directory only when it has no suffix; anything with a path separator or a ``.yaml`` /
+    ``.yml`` suffix is a file.
+    """
+    text = str(source)
+    looks_like_path = Path(text).suffix in (".yaml", ".yml") or "/" in text or "\\" in text
+    if not looks_like_path:
+        path = packaged_config_path(text)
+        if path.is_file():
+            return path, text
+        raise ConfigError(f"unknown config {text!r}: not a packaged config "
+                          f"({', '.join(PACKAGED_CONFIGS)}) nor a .yaml file")
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    return path, path.stem
+
+
+def load_train_config(source: str | Path | Mapping[str, Any], overrides: list[str] | tuple[str, ...] = ()
+                      ) -> TrainConfig:
+    """Load and validate a training config: a packaged name, a YAML path or plain data.
+
+    ``overrides`` are ``key.sub=value`` strings (``schedules.step1.iterations=200``) applied
+    before validation, so a misspelt key is an error naming it. ``name`` defaults to the
+    file's stem.
+    """
+    if isinstance(source, Mapping):
+        data, default_name = dict(source), "custom"
+    else:
+        path, default_name = resolve_config_source(source)
+        data = read_yaml(path)
+    data.setdefault("name", default_name)
+    apply_overrides(data, list(overrides))
+    return train_config_from_dict(data)

@@ -26,3 +26,38 @@ def original_reference_dir() -> Path:
         pytest.skip("original CaGNet reference folder not found "
                     "(set CAGNET_ORIGINAL_REFERENCE or place it at ../shared/original_cagnet)")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# training / evaluation tests (tests/test_train_*.py, test_evaluate.py, test_cli.py)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_train_benchmark(tmp_path_factory) -> Path:
+    """A tiny embedded benchmark (16 train / 8 test images of 64 px) for training tests."""
+    from cagnet.data.synthetic import SyntheticConfig, build_synthetic_benchmark
+
+    root = tmp_path_factory.mktemp("tiny_benchmark") / "synthetic"
+    return build_synthetic_benchmark(root, SyntheticConfig(seed=3, num_train=16, num_test=8, image_size=64),
+                                     progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_train_overrides(tiny_train_benchmark) -> list[str]:
+    """``--set`` overrides that shrink the ``tutorial`` config to seconds on the tiny benchmark:
+    48 px crops, batches of 4, 64 px test images, one CPU thread, no periodic outputs."""
+    return [f"data.root={tiny_train_benchmark}", "data.synthetic=null", "data.crop_size=48",
+            "data.batch_size=4", "data.test_size=64", "data.test_batch_size=4", "runtime.device=cpu",
+            "runtime.num_threads=1", "runtime.eval_interval=0", "runtime.checkpoint_interval=0",
+            "runtime.sample_images=2", "runtime.progress=false"]
+
+
+@pytest.fixture()
+def single_torch_thread():
+    """Run a test with one torch CPU thread (restored afterwards): on a shared 2-core machine,
+    two threads competing with another process slow convolutions down by an order of magnitude."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

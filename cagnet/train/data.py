@@ -1,0 +1,214 @@
+"""Training data: a deterministic, resumable and distributed batch order.
+
+Exact resumption needs a data order that depends only on (seed, epoch, position), not on
+how often an iterator was created or on worker processes:
+
+* :class:`ResumableBatchSampler` shuffles each epoch with a generator seeded from
+  ``(seed, epoch)`` and shards it over processes like ``torch.utils.data.DistributedSampler``
+  (process ``r`` of ``w`` takes positions ``r, r + w, ...``); the tail that does not fill a
+  batch on every process is dropped, so all processes run the same number of iterations.
+  ``set_position(epoch, batch)`` restarts mid-epoch.
+* it yields keys ``(dataset index, augmentation seed)``; :class:`SeededAugmentation` runs
+  the dataset's random transform with a ``torch.Generator`` seeded from that key, so an
+  augmentation is the same whichever worker draws it and however the run was interrupted.
+
+DataLoaders get their own ``torch.Generator`` so that creating an iterator never consumes
+the global RNG (which dropout and the latent noise use).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from cagnet.config import TrainConfig
+from cagnet.data.datasets import DatasetInfo, SegmentationDataset, load_dataset_info
+from cagnet.data.transforms import TestTransform, TrainTransform
+from cagnet.errors import DatasetError
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across runs and platforms)."""
+    digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+class ResumableBatchSampler(torch.utils.data.Sampler):
+    """Batches of ``(index, augmentation seed)`` keys; one epoch per iteration over it.
+
+    Args:
+        size: dataset length.
+        batch_size: per-process batch size.
+        seed: base seed of the order and of the augmentations.
+        rank, world_size: this process and the number of processes.
+        shuffle: permute each epoch (False: dataset order).
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True) -> None:
+        if size < batch_size * world_size:
+            raise DatasetError(f"training split has {size} images, fewer than one batch of {batch_size} "
+                               f"per process x {world_size} process(es)")
+        self.size = size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.start_batch = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.size // (self.batch_size * self.world_size)
+
+    def set_position(self, epoch: int, batch: int) -> None:
+        """The next iteration over the sampler starts at batch ``batch`` of epoch ``epoch``."""
+        self.epoch = int(epoch)
+        self.start_batch = int(batch)
+
+    def epoch_keys(self, epoch: int) -> list[tuple[int, int]]:
+        """This process's keys of ``epoch`` in order (whole batches only)."""
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        used = self.batches_per_epoch * self.batch_size * self.world_size
+        positions = range(self.rank, used, self.world_size)
+        return [(order[p], mix_seed(self.seed, epoch, p)) for p in positions]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        keys = self.epoch_keys(self.epoch)
+        for batch in range(self.start_batch, self.batches_per_epoch):
+            yield keys[batch * self.batch_size:(batch + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start_batch
+
+
+class SeededAugmentation(torch.utils.data.Dataset):
+    """Wraps a :class:`SegmentationDataset` whose transform takes ``generator=``;
+    ``dataset[(index, seed)]`` draws the augmentation from a generator seeded with ``seed``."""
+
+    def __init__(self, dataset: SegmentationDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, seed = key
+        image, raw_label = self.dataset.raw_sample(index)
+        generator = torch.Generator().manual_seed(int(seed))
+        image_t, label_t = self.dataset.transform(image, self.dataset.lut[raw_label], generator=generator)
+        return {"image": image_t, "label": label_t, "id": self.dataset.entries[index][1]}
+
+
+def dataset_root(config: TrainConfig) -> Path:
+    """The dataset folder of a config (the embedded benchmark's default folder when unset)."""
+    if config.data.root:
+        return Path(config.data.root).expanduser()
+    from cagnet.data.synthetic import default_data_root
+
+    return default_data_root()
+
+
+def prepare_dataset(config: TrainConfig, progress: bool = False) -> DatasetInfo:
+    """Build the embedded benchmark when the config asks for it, then read the dataset's classes.
+
+    A missing dataset folder is a :class:`DatasetError` naming it.
+    """
+    root = dataset_root(config)
+    if config.data.synthetic is not None:
+        from cagnet.data.synthetic import SyntheticConfig, build_synthetic_benchmark
+
+        build_synthetic_benchmark(root, SyntheticConfig.from_dict(dict(config.data.synthetic)), progress=progress)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found (set data.root, e.g. --set data.root=PATH)")
+    return load_dataset_info(root)
+
+
+def _limited_ids(root: Path, split: str, limit: int | None) -> list[str] | None:
+    if limit is None:
+        return None
+    from cagnet.data.datasets import split_entries
+
+    return [image_id for _, image_id in split_entries(root, split)][:limit]
+
+
+def training_dataset(config: TrainConfig, info: DatasetInfo, crop_size: int) -> SegmentationDataset:
+    """The training split with the original's augmentation (random scale, crop, flip)."""
+    data = config.data
+    transform = TrainTransform(crop_size=crop_size, scale_range=data.scale_range,
+                               flip_prob=0.5 if data.flip else 0.0, normalization=data.normalization)
+    return SegmentationDataset(info.root, "train", transform=transform, info=info,
+                               ids=_limited_ids(info.root, "train", data.train_limit))
+
+
+def test_dataset(config: TrainConfig, info: DatasetInfo, warp_label: bool = True,
+                 limit: int | None = None) -> SegmentationDataset:
+    """The test split, images warped to ``data.test_size`` (labels too when ``warp_label``)."""
+    data = config.data
+    limits = [n for n in (data.test_limit, limit) if n is not None]
+    transform = TestTransform(size=data.test_size, normalization=data.normalization, warp_label=warp_label)
+    return SegmentationDataset(info.root, "test", transform=transform, info=info,
+                               ids=_limited_ids(info.root, "test", min(limits) if limits else None))
+
+
+def training_loader(dataset: SegmentationDataset, batch_size: int, num_workers: int, seed: int,
+                    rank: int = 0, world_size: int = 1, pin_memory: bool = False
+                    ) -> tuple[torch.utils.data.DataLoader, ResumableBatchSampler]:
+    """DataLoader over :class:`SeededAugmentation` with a :class:`ResumableBatchSampler`."""
+    sampler = ResumableBatchSampler(len(dataset), batch_size, seed, rank, world_size)
+    loader = torch.utils.data.DataLoader(
+        SeededAugmentation(dataset), batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+    return loader, sampler
+
+
+class BatchStream:
+    """Endless batches from a :class:`ResumableBatchSampler` loader, epoch after epoch.
+
+    ``position`` = (epoch, batches consumed in it) after the last :meth:`next`; give it back
+    to :meth:`seek` to continue exactly there.
+    """
+
+    def __init__(self, loader: torch.utils.data.DataLoader, sampler: ResumableBatchSampler) -> None:
+        self.loader = loader
+        self.sampler = sampler
+        self.epoch = 0
+        self.batch = 0
+        self._iterator = None
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.epoch, self.batch
+
+    def seek(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = int(epoch), int(batch)
+        self._iterator = None
+
+    def next(self) -> dict:
+        while True:
+            if self._iterator is None:
+                if self.batch >= self.sampler.batches_per_epoch:
+                    self.epoch, self.batch = self.epoch + 1, 0
+                self.sampler.set_position(self.epoch, self.batch)
+                self._iterator = iter(self.loader)
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                self._iterator = None
+                self.epoch, self.batch = self.epoch + 1, 0
+                continue
+            self.batch += 1
+            return batch
+
+
+def class_embedding_table(config: TrainConfig, info: DatasetInfo) -> torch.Tensor:
+    """[S+U, E] class embeddings (seen first) of the dataset, as the config selects them."""
+    return torch.from_numpy(info.class_embeddings(config.data.embedding, config.data.normalize_embeddings))
+

@@ -1,0 +1,506 @@
+"""The training loop: schedules, logging, periodic evaluation, figures and checkpoints.
+
+:func:`train` runs one schedule of a :class:`~cagnet.config.TrainConfig`:
+
+``step1``     every iteration is a step-1 iteration (backbone, contextual module, generator,
+              discriminator; :func:`cagnet.train.steps.step1`);
+``mixed``     ``interval_step1`` step-1 iterations, then ``interval_step2`` step-2
+``st_mixed``  iterations (:func:`cagnet.train.steps.step2`), repeated, starting with ``first``;
+``st``        self-training: pseudo-labels for ignored pixels, then step 1 on them.
+
+A run folder (default ``runs/<config name>/<schedule>``) receives:
+
+``config.yaml``       the resolved configuration
+``log.jsonl``         one JSON object per iteration: every loss (mean over processes),
+                      learning rates, step kind, seconds
+``eval.jsonl``        GZSL scores of the periodic and final evaluations on the test split
+``checkpoint.pt``     the latest checkpoint (:mod:`cagnet.train.checkpoint`), replaced
+                      atomically every ``checkpoint_interval`` iterations and at the end
+``loss_curves.png``, ``eval_curves.png``, ``predictions.png``   figures
+
+``--resume`` continues from ``checkpoint.pt`` exactly: model, optimiser states, gradient
+scaler, RNG states of every process and the data position are restored, so an interrupted
+and resumed run ends with the same weights as an uninterrupted one (on the same hardware
+and thread count). A non-finite loss stops training with :class:`NonFiniteLossError`,
+before any update, and leaves the last checkpoint as it was.
+
+Iterations whose batch has no labelled pixel on some feature grid are skipped without
+counting, as in the original.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from cagnet.config import TrainConfig, to_dict
+from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError
+from cagnet.losses import IGNORE_INDEX
+from cagnet.models import build_cagnet, load_checkpoint
+from cagnet.train import checkpoint as ckpt
+from cagnet.train.data import (BatchStream, class_embedding_table, mix_seed, prepare_dataset, test_dataset,
+                               training_dataset, training_loader)
+from cagnet.train.distributed import (DistContext, all_reduce_mean, any_process, barrier, gather_objects,
+                                      setup_distributed, sync_buffers, teardown_distributed, wrap_parts)
+from cagnet.train.optim import apply_learning_rates, build_optimizers
+from cagnet.train import steps
+
+#: Consecutive batches without labelled pixels after which training gives up.
+MAX_CONSECUTIVE_SKIPS = 50
+
+
+class NonFiniteLossError(CagnetError, FloatingPointError):
+    """A loss became NaN or infinite; training stopped before updating the weights."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``completed``: all iterations ran (False when stopped by ``stop_at``). ``scores``: the
+    final evaluation (original protocol), None when stopped early or on other ranks.
+    ``model``: the trained :class:`~cagnet.models.CaGNet` (on the training device, eval mode).
+    ``rank``: this process's rank (0 when not distributed).
+    """
+
+    out_dir: Path
+    checkpoint: Path
+    iteration: int
+    completed: bool
+    scores: dict[str, Any] | None
+    model: torch.nn.Module
+    rank: int = 0
+
+
+def step_kind(schedule: str, config, iteration: int) -> str:
+    """``step1``, ``step2`` or ``st`` for the 0-based ``iteration`` of a schedule."""
+    if schedule == "step1":
+        return "step1"
+    if schedule == "st":
+        return "st"
+    cycle = iteration % (config.interval_step1 + config.interval_step2)
+    if config.first == "step1":
+        return "step1" if cycle < config.interval_step1 else "step2"
+    return "step2" if cycle < config.interval_step2 else "step1"
+
+
+def default_out_dir(config: TrainConfig, schedule: str) -> Path:
+    return Path("runs") / config.name / schedule
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            found = _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+        return None
+    return None if a == b else where or "<root>"
+
+
+class _JsonLines:
+    """Append-only JSON-lines file (one flush per record, so a crash loses at most one)."""
+
+    def __init__(self, path: Path, truncate: bool) -> None:
+        self.path = path
+        self.stream = open(path, "w" if truncate else "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.stream.write(json.dumps(record, allow_nan=True) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a ``log.jsonl`` / ``eval.jsonl`` file (empty list when missing)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _truncate_after(path: Path, iteration: int) -> None:
+    """Drop records past ``iteration`` (written after the checkpoint a run resumes from)."""
+    kept = [r for r in read_jsonl(path) if r.get("iteration", 0) <= iteration]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+
+class Trainer:
+    """One schedule of one config; see :func:`train` for the arguments."""
+
+    def __init__(self, config: TrainConfig, schedule: str, out_dir: str | Path | None = None, *,
+                 init_model: str | Path | None = None, resume: bool = False, stop_at: int | None = None,
+                 progress: bool | None = None, verbose: bool = True) -> None:
+        self.config = config
+        self.schedule_name = schedule
+        self.schedule = config.schedule(schedule)
+        self.runtime = config.runtime
+        self.stop_at = stop_at
+        self.progress = self.runtime.progress if progress is None else progress
+        self.out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config, schedule)
+        self.ctx: DistContext = setup_distributed(self.runtime.device, self.runtime.dist_backend)
+        self.verbose = verbose and self.ctx.is_main
+        self._previous_threads = torch.get_num_threads()
+        try:
+            self._setup(init_model, resume)
+        except BaseException:
+            torch.set_num_threads(self._previous_threads)
+            teardown_distributed(self.ctx)
+            raise
+
+    # ------------------------------------------------------------------ set-up
+    def say(self, message: str) -> None:
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            tqdm.write(message, file=sys.stderr)
+
+    def _setup(self, init_model, resume: bool) -> None:
+        cfg, runtime, ctx, sched = self.config, self.runtime, self.ctx, self.schedule
+        device = ctx.device
+        if runtime.amp == "fp16" and device.type != "cuda":
+            raise ConfigError(f"runtime.amp: fp16 needs a CUDA device (running on {device.type}); use bf16 or none")
+        if runtime.num_threads:
+            torch.set_num_threads(runtime.num_threads)
+        self.amp = runtime.amp
+        self._seed_everything(runtime.seed)  # same model initialisation on every process
+
+        # data and model
+        if ctx.is_main:
+            self.info = prepare_dataset(cfg, progress=self.progress)
+        barrier(ctx)
+        if not ctx.is_main:
+            self.info = prepare_dataset(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, synthetic=None)))
+        info = self.info
+        num_outputs = info.num_seen + info.num_unseen + 1
+        if sched.top_p > num_outputs:
+            raise ConfigError(f"schedules.{self.schedule_name}.top_p: {sched.top_p} exceeds the "
+                              f"{num_outputs} classifier outputs")
+        self.model = build_cagnet(cfg.model, class_embeddings=class_embedding_table(cfg, info),
+                                  num_seen=info.num_seen, num_unseen=info.num_unseen)
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path = self.out_dir / ckpt.CHECKPOINT_NAME
+        self.config_data = to_dict(cfg)
+        payload = None
+        if resume:
+            payload = ckpt.load_training_checkpoint(self.checkpoint_path) if self.checkpoint_path.is_file() else None
+            if payload is None:
+                raise CheckpointError(f"--resume: no checkpoint in {self.out_dir} "
+                                      f"({self.checkpoint_path.name} missing)")
+            self._check_resumable(payload)
+            # shapes and keys checked first: a CheckpointError naming the file, not a traceback
+            load_checkpoint(self.model, payload["state_dict"], name=str(self.checkpoint_path))
+        else:
+            self._load_initial_weights(init_model)
+
+        self.model.to(device)
+        self.channels_last = runtime.channels_last if runtime.channels_last is not None else device.type == "cuda"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizers = build_optimizers(self.model, cfg.optim, sched)   # may freeze the gate conv
+        self._set_train_mode()
+        self.parts = wrap_parts(self.model, ctx, train_backbone=sched.update_backbone)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
+
+        # data
+        self.crop_size = sched.crop_size or cfg.data.crop_size
+        self.batch_size = sched.batch_size or cfg.data.batch_size
+        train_set = training_dataset(cfg, info, self.crop_size)
+        loader, sampler = training_loader(train_set, self.batch_size, cfg.data.num_workers, runtime.seed,
+                                          ctx.rank, ctx.world_size, pin_memory=device.type == "cuda")
+        self.batches = BatchStream(loader, sampler)
+        self.test_set = test_dataset(cfg, info)
+        self.grids = steps.step1_grids(self.model, (self.crop_size, self.crop_size))
+        self.prior = steps.unseen_prior(info.num_seen, info.num_unseen, sched.gen_unseen_rate)
+        self.skipped_batches = 0
+
+        if payload is not None:
+            self.iteration = payload["iteration"]
+            self.optimizers.load_state_dict(payload["optimizers"])
+            self.scaler.load_state_dict(payload["grad_scaler"])
+            self.batches.seek(payload["data"]["epoch"], payload["data"]["batch"])
+            self.skipped_batches = payload["data"].get("skipped_batches", 0)
+            states = payload["rng"]
+            if len(states) == ctx.world_size:
+                ckpt.restore_rng_state(states[ctx.rank])
+            else:
+                self.say(f"note: checkpoint from {len(states)} process(es), running {ctx.world_size}: "
+                         "random streams are reseeded, the continuation is not bit-identical")
+                self._seed_process(runtime.seed + self.iteration)
+        else:
+            self.iteration = 0
+            self._seed_process(runtime.seed)
+
+        if ctx.is_main:
+            (self.out_dir / "config.yaml").write_text(
+                yaml.safe_dump({"schedule": self.schedule_name, **self.config_data}, sort_keys=False))
+            fresh = payload is None
+            if not fresh:
+                for name in ("log.jsonl", "eval.jsonl"):
+                    _truncate_after(self.out_dir / name, self.iteration)
+            elif self.checkpoint_path.is_file():
+                self.say(f"note: starting a new run in {self.out_dir}; its checkpoint will be replaced "
+                         "(use --resume to continue it)")
+            self.log = _JsonLines(self.out_dir / "log.jsonl", truncate=fresh)
+            self.eval_log = _JsonLines(self.out_dir / "eval.jsonl", truncate=fresh)
+        else:
+            self.log = self.eval_log = None
+
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % (2 ** 32))
+        torch.manual_seed(seed)
+
+    def _seed_process(self, seed: int) -> None:
+        """Per-process streams for dropout, latent noise and step-2 labels."""
+        self._seed_everything(mix_seed(seed, self.ctx.rank, 7919) % (2 ** 63))
+
+    def _check_resumable(self, payload: dict) -> None:
+        if payload.get("schedule") != self.schedule_name:
+            raise CheckpointError(f"checkpoint {self.checkpoint_path} is from schedule {payload.get('schedule')!r}, "
+                                  f"not {self.schedule_name!r}")
+        saved = {k: v for k, v in payload.get("config", {}).items() if k != "runtime"}
+        current = {k: v for k, v in self.config_data.items() if k != "runtime"}
+        differing = _first_difference(saved, current)
+        if differing:
+            raise ConfigError(f"--resume: the config differs from the checkpoint's at {differing!r} "
+                              f"(only runtime.* may change when resuming)")
+
+    def _load_initial_weights(self, init_model) -> None:
+        sched = self.schedule
+        source = init_model or sched.init_model
+        if source is None and sched.init_from is not None:
+            source = self.out_dir.parent / sched.init_from / ckpt.CHECKPOINT_NAME
+            if not Path(source).is_file():
+                raise CheckpointError(f"schedule {self.schedule_name} starts from the {sched.init_from} model, "
+                                      f"but {source} does not exist (train --schedule {sched.init_from} first, "
+                                      f"or pass --init-model PATH)")
+        if source is None:
+            if self.config.model.backbone == "deeplabv2_resnet101":
+                self.say("note: no --init-model: the ResNet-101 backbone starts from random weights "
+                         "(the original starts from DeepLabV2 weights)")
+            return
+        report = load_checkpoint(self.model, source)
+        self.say(f"initial weights: {report}")
+
+    def _set_train_mode(self) -> None:
+        """Training mode; a frozen backbone stays in eval mode (its batch-norm statistics too),
+        the contextual module keeps sampling its latent code."""
+        self.model.train()
+        if not self.schedule.update_backbone:
+            self.model.backbone.eval()
+
+    # ------------------------------------------------------------------ iterations
+    def _labels_ok(self, labels: torch.Tensor, grids) -> bool:
+        ok = steps.has_labelled_pixels(labels, grids)
+        return not any_process(not ok, self.ctx)
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next batch whose labels keep a labelled pixel on every step-1 grid (on all processes)."""
+        for _ in range(MAX_CONSECUTIVE_SKIPS):
+            batch = self.batches.next()
+            if self._labels_ok(batch["label"], self.grids):
+                image = batch["image"].to(self.ctx.device, non_blocking=True)
+                if self.channels_last:
+                    image = image.contiguous(memory_format=torch.channels_last)
+                return image, batch["label"].to(self.ctx.device, non_blocking=True)
+            self.skipped_batches += 1
+        raise DatasetError(f"{self.info.root}: {MAX_CONSECUTIVE_SKIPS} consecutive training batches without a "
+                           "labelled (seen-class) pixel")
+
+    def _run_iteration(self, kind: str) -> steps.StepOutput:
+        sched, cfg = self.schedule, self.config
+        unseen_embedding = sched.st_unseen_embedding
+        if kind == "step2":
+            return steps.step2(self.parts, self.batch_size, self.grids[0], self.prior, sched.losses,
+                               device=self.ctx.device, amp=self.amp)
+        while True:
+            image, labels = self._next_batch()
+            if kind == "st":
+                labels = steps.pseudo_labels(self.model, image, labels, sched.top_p, self.amp)
+                if not self._labels_ok(labels, self.grids):  # pseudo-labels live on the feature grid
+                    self.skipped_batches += 1
+                    continue
+            return steps.step1(self.parts, image, labels, sched.losses, gan_type=cfg.losses.gan_type,
+                               mmd_bandwidths=tuple(cfg.losses.mmd_bandwidths),
+                               train_backbone=sched.update_backbone, amp=self.amp,
+                               unseen_embedding=unseen_embedding)
+
+    def _check_finite(self, values: dict[str, float], kind: str) -> None:
+        for name, value in values.items():
+            if not math.isfinite(value):
+                last = (f"last good checkpoint: {self.checkpoint_path} (iteration {self._saved_iteration})"
+                        if self._saved_iteration is not None else "no checkpoint was written")
+                raise NonFiniteLossError(f"non-finite loss {name} = {value} at iteration {self.iteration + 1} "
+                                         f"({self.schedule_name}, {kind}); training stopped before the update; {last}")
+
+    def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:
+            for stream in (self.log, self.eval_log):
+                if stream is not None:
+                    stream.close()
+            torch.set_num_threads(self._previous_threads)
+            teardown_distributed(self.ctx)
+
+    def _run(self) -> TrainResult:
+        sched, runtime = self.schedule, self.runtime
+        total = sched.iterations
+        last = total if self.stop_at is None else min(total, self.stop_at)
+        self._saved_iteration = self.iteration if self.checkpoint_path.is_file() and self.iteration else None
+        bar = None
+        # a bar in terminals and notebooks; elsewhere (a log file) a summary line per log_interval
+        interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
+        if self.progress and self.ctx.is_main and interactive:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=self.iteration, desc=f"{self.config.name} {self.schedule_name}",
+                       dynamic_ncols=True)
+        try:
+            while self.iteration < last:
+                kind = step_kind(self.schedule_name, sched, self.iteration)
+                started = time.perf_counter()
+                rates = apply_learning_rates(self.optimizers, sched, self.config.optim, self.iteration)
+                out = self._run_iteration(kind)
+                names = sorted(out.logs)
+                reduced = all_reduce_mean(torch.stack([out.logs[n] for n in names]), self.ctx).tolist()
+                values = dict(zip(names, reduced))
+                self._check_finite(values, kind)
+
+                self.optimizers.zero_grad()
+                self.scaler.scale(out.total).backward()
+                self.scaler.step(self.optimizers.discriminator)
+                if out.trains_backbone and self.optimizers.backbone is not None:
+                    self.scaler.step(self.optimizers.backbone)
+                if out.trains_generator:
+                    self.scaler.step(self.optimizers.generator)
+                self.scaler.update()
+                self.iteration += 1
+
+                record = {"iteration": self.iteration, "step": kind, **values,
+                          **{f"lr_{k}": v for k, v in rates.items()},
+                          "seconds": time.perf_counter() - started, "skipped_batches": self.skipped_batches}
+                if self.log is not None:
+                    self.log.write(record)
+                shown = {k: f"{values[k]:.3g}" for k in ("loss_D", "loss_B", "loss_G", "acc_real") if k in values}
+                due = runtime.log_interval and self.iteration % runtime.log_interval == 0
+                if bar is not None:
+                    bar.update(1)
+                    if due:
+                        bar.set_postfix(shown)
+                elif due and self.progress:
+                    self.say(f"[{self.schedule_name} {self.iteration}/{total}] {kind} "
+                             + " ".join(f"{k} {v}" for k, v in shown.items())
+                             + f" ({record['seconds']:.2f} s/it)")
+                if runtime.checkpoint_interval and self.iteration % runtime.checkpoint_interval == 0:
+                    self.save_checkpoint()
+                if runtime.eval_interval and self.iteration % runtime.eval_interval == 0 and self.iteration < total:
+                    self.evaluate_now(limit=runtime.eval_images)
+        finally:
+            if bar is not None:
+                bar.close()
+        completed = self.iteration >= total
+        if self._saved_iteration != self.iteration:
+            self.save_checkpoint()
+        scores = None
+        if completed:
+            scores = self.evaluate_now(limit=None)
+        self.model.eval()
+        return TrainResult(out_dir=self.out_dir, checkpoint=self.checkpoint_path, iteration=self.iteration,
+                           completed=completed, scores=scores if self.ctx.is_main else None, model=self.model,
+                           rank=self.ctx.rank)
+
+    # ------------------------------------------------------------------ outputs
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoint.pt`` (rank 0; every process contributes its RNG state)."""
+        sync_buffers(self.model, self.ctx)
+        rng = gather_objects(ckpt.capture_rng_state(), self.ctx)
+        if self.ctx.is_main:
+            epoch, batch = self.batches.position
+            payload = ckpt.build_checkpoint(
+                iteration=self.iteration, model_state=self.model.state_dict(), schedule=self.schedule_name,
+                config=self.config_data, optimizers=self.optimizers.state_dict(),
+                grad_scaler=self.scaler.state_dict(), rng=rng, epoch=epoch, batch=batch,
+                skipped_batches=self.skipped_batches)
+            ckpt.atomic_save(payload, self.checkpoint_path)
+        barrier(self.ctx)
+        self._saved_iteration = self.iteration
+
+    def evaluate_now(self, limit: int | None) -> dict[str, Any]:
+        """Scores on the test split (original protocol), logged to ``eval.jsonl``, and figures."""
+        from cagnet.evaluate import evaluate
+        from cagnet.metrics import format_scores
+
+        sync_buffers(self.model, self.ctx)
+        scores = evaluate(self.model, self.test_set, self.info, "original", test_size=self.config.data.test_size,
+                          limit=limit, batch_size=self.config.data.test_batch_size, device=self.ctx.device,
+                          amp=self.amp)
+        self._set_train_mode()
+        if self.ctx.is_main:
+            record = {"iteration": self.iteration, **{k: v for k, v in scores.items() if k != "class_names"}}
+            self.eval_log.write(record)
+            self.say(f"[{self.schedule_name} {self.iteration}/{self.schedule.iterations}] test "
+                     f"({scores['num_images']} images): {format_scores(scores)}")
+            self.write_figures()
+        return scores
+
+    def write_figures(self) -> None:
+        """``loss_curves.png``, ``eval_curves.png`` and ``predictions.png`` (rank 0)."""
+        from cagnet.data.transforms import denormalize_image
+        from cagnet.evaluate import predict_labels, predict_logits
+        from cagnet.train import plots
+
+        figures = {"loss_curves.png": plots.plot_loss_curves(read_jsonl(self.out_dir / "log.jsonl"))}
+        evaluations = read_jsonl(self.out_dir / "eval.jsonl")
+        if evaluations:
+            figures["eval_curves.png"] = plots.plot_eval_curves(evaluations)
+        count = min(self.runtime.sample_images, len(self.test_set))
+        if count:
+            images, labels, predictions = [], [], []
+            num_classes = self.info.num_seen + self.info.num_unseen
+            for index in range(count):
+                sample = self.test_set[index]
+                logits = predict_logits(self.model, sample["image"][None].to(self.ctx.device), self.amp)
+                predictions.append(predict_labels(logits, num_classes, sample["image"].shape[-2:])[0].cpu().numpy())
+                images.append(denormalize_image(sample["image"], self.config.data.normalization))
+                labels.append(sample["label"].numpy())
+            self._set_train_mode()
+            figures["predictions.png"] = plots.plot_predictions(images, labels, predictions,
+                                                                self.info.eval_class_names, self.info.num_seen,
+                                                                IGNORE_INDEX)
+        for name, figure in figures.items():
+            figure.savefig(self.out_dir / name, dpi=90)
+
+
+def train(config: TrainConfig, schedule: str = "step1", out_dir: str | Path | None = None, *,
+          init_model: str | Path | None = None, resume: bool = False, stop_at: int | None = None,
+          progress: bool | None = None, verbose: bool = True) -> TrainResult:
+    """Train one schedule of ``config`` (see the module docstring).
+
+    Args:
+        config: a loaded :class:`~cagnet.config.TrainConfig` (:func:`cagnet.config.load_train_config`).
+        schedule: ``step1``, ``mixed``, ``st`` or ``st_mixed``.
+        out_dir: run folder (default ``runs/<config name>/<schedule>``).
+        init_model: initial weights: an original-layout checkpoint, DeepLabV2 init weights or a
+            project checkpoint (overrides the schedule's ``init_model`` / ``init_from``).
+        resume: continue from ``<out_dir>/checkpoint.pt``.
+        stop_at: stop after this iteration (with a checkpoint), to resume later.
+        progress: progress bar (default ``runtime.progress``).
+        verbose: notes and evaluation summaries on stderr (rank 0).
+    """
+    return Trainer(config, schedule, out_dir, init_model=init_model, resume=resume, stop_at=stop_at,
+                   progress=progress, verbose=verbose).run()

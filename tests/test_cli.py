@@ -1,0 +1,94 @@
+"""``python -m cagnet train`` / ``evaluate`` end to end on the tiny benchmark, and one-line errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cagnet.cli import build_parser, main
+from cagnet.models import build_cagnet
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def _sets(overrides):
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_the_tutorial_config(tiny_train_overrides, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--config", "tutorial", "--schedule", "step1", "--out", str(run), "--no-progress",
+                 *_sets(tiny_train_overrides), "--set", "schedules.step1.iterations=4",
+                 "--set", "data.train_limit=12"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "finished at iteration 4" in out and "mean IoU" in out
+    assert (run / "checkpoint.pt").is_file() and (run / "log.jsonl").is_file()
+    assert len((run / "log.jsonl").read_text().splitlines()) == 4
+
+    report = tmp_path / "scores.json"
+    for protocol in ("original", "full"):
+        code = main(["evaluate", "--config", "tutorial", "--checkpoint", str(run / "checkpoint.pt"),
+                     "--protocol", protocol, "--json", str(report), "--no-progress", *_sets(tiny_train_overrides)])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert "8 test images" in out and "harmonic" in out
+        record = json.loads(report.read_text())
+        assert record["config"] == "tutorial" and record["protocol"] == protocol
+        assert record["checkpoint"] == str(run / "checkpoint.pt")
+        assert record["num_images"] == 8
+        for key in ("miou", "seen_miou", "unseen_miou", "hiou", "pixel_acc", "mean_acc", "fwiou", "class_iou"):
+            assert key in record["scores"], key
+        assert record["resolved_config"]["name"] == "tutorial"
+
+
+def _one_line_error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_errors_are_one_line(tiny_train_overrides, tmp_path, capsys):
+    assert "unknown config 'tutorrial'" in _one_line_error(capsys, ["train", "--config", "tutorrial"])
+    err = _one_line_error(capsys, ["train", "--config", "tutorial", "--set", "schedules.step1.iterashuns=3"])
+    assert "schedules.step1.iterashuns" in err and "did you mean 'iterations'" in err
+    err = _one_line_error(capsys, ["train", "--config", "voc12", "--out", str(tmp_path / "v"),
+                                   "--set", f"data.root={tmp_path / 'no_voc'}"])
+    assert "dataset folder not found" in err
+    other = build_cagnet("tiny", num_seen=12, num_unseen=4, embedding_dim=100, feature_dim=32)
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    err = _one_line_error(capsys, ["evaluate", "--config", "tutorial", "--checkpoint", str(tmp_path / "other.pt"),
+                                   "--no-progress", *_sets(tiny_train_overrides)])
+    assert "does not match the model" in err and "other.pt" in err
+    err = _one_line_error(capsys, ["evaluate", "--config", "tutorial", "--checkpoint", str(tmp_path / "none.pt"),
+                                   *_sets(tiny_train_overrides)])
+    assert "file not found" in err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    err = _one_line_error(capsys, ["evaluate", "--config", "tutorial", "--checkpoint", str(tmp_path / "junk.pt"),
+                                   *_sets(tiny_train_overrides)])
+    assert "junk.pt" in err
+
+
+@pytest.mark.parametrize("command, options", [
+    ("train", ["--config", "--schedule", "--init-model", "--resume", "--out", "--set", "--stop-at", "--no-progress"]),
+    ("evaluate", ["--config", "--checkpoint", "--protocol", "--json", "--set", "--no-progress"]),
+])
+def test_help_explains_every_option(command, options):
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    text = sub.format_help()
+    for option in options:
+        assert option in text
+    for action in sub._actions:
+        assert action.help, action.option_strings
+
+
+def test_module_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "cagnet", "train", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "--schedule" in result.stdout

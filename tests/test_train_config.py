@@ -1,0 +1,125 @@
+"""Training configuration: packaged configs, the original's values, errors naming the key."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cagnet.config import (PACKAGED_CONFIGS, SCHEDULE_NAMES, TrainConfig, load_train_config, to_dict,
+                           train_config_from_dict)
+from cagnet.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", PACKAGED_CONFIGS)
+def test_packaged_configs_load_and_round_trip(name):
+    config = load_train_config(name)
+    assert isinstance(config, TrainConfig)
+    assert config.name == name
+    assert all(getattr(config.schedules, s) is not None for s in SCHEDULE_NAMES)
+    assert train_config_from_dict(to_dict(config)) == config
+
+
+def test_dataset_configs_use_the_original_models():
+    assert load_train_config("voc12").model.num_outputs == 21
+    assert load_train_config("context").model.num_outputs == 34
+    assert load_train_config("cocostuff").model.num_outputs == 183
+    assert load_train_config("voc12").model.backbone_blocks == (3, 4, 23, 3)
+    assert load_train_config("tutorial").model.backbone == "deeplabv2_tiny"
+
+
+# (original file, schedule, lr key of the original) for the files the reference folder ships
+ORIGINAL_FILES = [
+    ("voc12.yaml", "voc12", "step1", "lr", "ITER_MAX"),
+    ("voc12_finetune.yaml", "voc12", "mixed", "lr_transfer", "ITER_MAX_TRANSFER"),
+    ("configs_st_voc.yaml", "voc12", "st", "lr_st", "ITER_MAX_ST"),
+    ("configs_st_transfer_voc.yaml", "voc12", "st_mixed", "lr_st_transfer", "ITER_MAX_ST_TRANSFER"),
+    ("context.yaml", "context", "step1", "lr", "ITER_MAX"),
+    ("context_finetune.yaml", "context", "mixed", "lr_transfer", "ITER_MAX_TRANSFER"),
+    ("cocostuff.yaml", "cocostuff", "step1", "lr", "ITER_MAX"),
+    ("cocostuff_finetune.yaml", "cocostuff", "mixed", "lr_transfer", "ITER_MAX_TRANSFER"),
+]
+
+
+@pytest.mark.parametrize("filename, name, schedule, lr_key, iter_key", ORIGINAL_FILES)
+def test_packaged_values_equal_the_original_configs(original_reference_dir, filename, name, schedule, lr_key,
+                                                    iter_key):
+    original = yaml.safe_load((original_reference_dir / "configs" / filename).read_text())
+    config = load_train_config(name)
+    section = config.schedule(schedule)
+    assert section.iterations == original[iter_key]
+    assert section.backbone_lr == pytest.approx(original["back_opt"][lr_key])
+    assert section.generator_lr == pytest.approx(original["gen_opt"][lr_key])
+    assert section.discriminator_lr == pytest.approx(original["dis_opt"][lr_key])
+    assert section.update_backbone == (original["update_back"] == "t")
+    assert section.backbone_poly_every == original["back_scheduler"]["lr_decay_iter"]
+    for mine, theirs in ((section.generator_decay, original["gen_scheduler"]),
+                         (section.discriminator_decay, original["dis_scheduler"])):
+        assert (mine.start_decay_iter, mine.step_size) == (theirs["start_decay_iter"], theirs["step_size"])
+        assert mine.gamma == pytest.approx(theirs["gamma"])
+    for key, value in vars(section.losses).items():
+        assert value == pytest.approx(original[key]), key
+    assert section.gen_unseen_rate == original["gen_unseen_rate"]
+    assert section.top_p == original["top_p"]
+    if schedule in ("mixed", "st_mixed"):
+        assert (section.interval_step1, section.interval_step2, section.first) == (
+            original["interval_step1"], original["interval_step2"], original["first"])
+    batch = section.batch_size or config.data.batch_size
+    if "BATCH_SIZE" in original:
+        assert batch == original["BATCH_SIZE"]["TRAIN"]
+    if "IMAGE" in original:
+        assert (section.crop_size or config.data.crop_size) == original["IMAGE"]["SIZE"]["TRAIN"]
+    assert config.optim.backbone_momentum == original["back_opt"]["MOMENTUM"]
+    assert config.optim.backbone_weight_decay == original["back_opt"]["WEIGHT_DECAY"]
+    assert config.optim.discriminator_weight_decay == original["dis_opt"]["weight_decay"]
+    assert config.optim.generator_weight_decay == original["gen_opt"]["weight_decay"]
+    assert config.losses.gan_type == original["gan_type"]
+
+
+def test_overrides_apply_with_types():
+    config = load_train_config("tutorial", ["schedules.step1.iterations=7", "data.root=/x", "runtime.amp=bf16",
+                                            "model.feature_dim=32"])
+    assert config.schedule("step1").iterations == 7
+    assert config.data.root == "/x"
+    assert config.runtime.amp == "bf16"
+    assert config.model.feature_dim == 32
+
+
+@pytest.mark.parametrize("override, message", [
+    ("schedules.step1.itrations=3", "unknown config key 'schedules.step1.itrations' (did you mean 'iterations'?)"),
+    ("runtime.ampp=bf16", "unknown config key 'runtime.ampp' (did you mean 'amp'?)"),
+    ("runtime.amp=fp8", "runtime.amp: expected one of"),
+    ("schedules.mixed.first=step3", "schedules.mixed.first"),
+    ("schedules.st.iterations=0", "schedules.st.iterations: must be > 0"),
+    ("schedules.step1.generator_decay.gamma=-1", "schedules.step1.generator_decay.gamma"),
+    ("data.crop_size=big", "data.crop_size: expected an integer"),
+    ("data.synthetic.num_trian=3", "data.synthetic"),
+    ("model.feature_dimm=3", "feature_dimm"),
+    ("optim.lr_multipliers.aspp=3", "unknown config key 'optim.lr_multipliers.aspp'"),
+    ("runtime.device=tpu", "runtime.device"),
+])
+def test_config_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_train_config("tutorial", [override])
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_config_name_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config 'voc2012'"):
+        load_train_config("voc2012")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_train_config(str(tmp_path / "nope.yaml"))
+
+
+def test_config_from_a_yaml_file_takes_its_stem_as_name(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model: {preset: tiny}\nschedules:\n  step1: {iterations: 5}\n")
+    config = load_train_config(str(path))
+    assert config.name == "mine"
+    assert config.schedule("step1").iterations == 5
+    with pytest.raises(ConfigError, match="no schedules.mixed section"):
+        config.schedule("mixed")
+
+
+def test_missing_required_iterations_names_the_section():
+    with pytest.raises(ConfigError, match="schedules.step1"):
+        load_train_config({"schedules": {"step1": {}}})
