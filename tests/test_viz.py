@@ -116,3 +116,107 @@ def test_class_swatches_one_axes_per_class():
     assert fig.axes[1].title.get_fontweight() == "bold"
     with pytest.raises(ValueError):
         viz.plot_class_swatches(images, ["a"])
+
+
+# ------------------------------------------------------------------ feature-grid maps and projections
+def test_fit_pca_recovers_the_dominant_direction_and_fixes_signs():
+    rng = np.random.default_rng(0)
+    direction = np.array([3.0, -4.0, 0.0]) / 5.0
+    data = rng.normal(size=(200, 1)) * 10.0 * direction + rng.normal(scale=0.1, size=(200, 3)) + 7.0
+    pca = viz.fit_pca(data, 2)
+    assert pca.components.shape == (2, 3) and pca.mean.shape == (3,)
+    np.testing.assert_allclose(pca.components @ pca.components.T, np.eye(2), atol=1e-12)
+    # the largest-magnitude entry of each component is positive: -4/5 flips the direction
+    np.testing.assert_allclose(pca.components[0], -direction, atol=0.01)
+    assert pca.explained_variance_ratio[0] > 0.99 and pca.explained_variance_ratio.sum() <= 1.0
+    projected = pca.transform(data)
+    assert projected.shape == (200, 2)
+    np.testing.assert_allclose(projected.mean(axis=0), 0.0, atol=1e-9)  # centred on the fitted mean
+    np.testing.assert_allclose(viz.fit_pca(data[::-1], 2).components, pca.components, atol=1e-9)
+    assert pca.axis_labels()[0].startswith("PC1 (")
+    with pytest.raises(ValueError):
+        pca.transform(data[:, :2])
+    with pytest.raises(ValueError):
+        viz.fit_pca(data, 4)
+
+
+def test_channels_to_rgb_colours_similar_pixels_alike():
+    maps = np.zeros((5, 4, 6))
+    maps[:, :, 3:] = np.arange(5)[:, None, None]  # right half differs from the left half
+    rgb = viz.channels_to_rgb(maps)
+    assert rgb.shape == (4, 6, 3) and rgb.min() >= 0.0 and rgb.max() <= 1.0
+    np.testing.assert_allclose(rgb[:, :3], np.broadcast_to(rgb[0, 0], (4, 3, 3)))  # same vector, same colour
+    assert np.abs(rgb[0, 0] - rgb[0, 5]).max() == pytest.approx(1.0)  # the two halves at both ends of PC1
+    batch = viz.channels_to_rgb(np.stack([maps, maps]))
+    assert batch.shape == (2, 4, 6, 3)
+    np.testing.assert_allclose(viz.channels_to_rgb(np.ones((3, 2, 2))), 0.5)  # constant -> grey
+    with pytest.raises(ValueError):
+        viz.channels_to_rgb(np.zeros((4, 4)))
+
+
+def test_plot_spatial_maps_layout_and_shared_colour_range():
+    images, _ = small_batch(count=2, size=16)
+    gates = [np.full((4, 4), 0.5), np.linspace(0.5, 0.9, 16).reshape(4, 4)]
+    latent = [viz.channels_to_rgb(np.random.default_rng(i).normal(size=(3, 4, 4))) for i in range(2)]
+    fig = viz.plot_spatial_maps(images, {"gate": gates, "latent": latent}, row_titles=["a", "b"])
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2 * 3 + 1  # 2 rows x (image + 2 maps) + one colour bar (scalar column)
+    assert [fig.axes[i].get_title() for i in range(3)] == ["image", "gate", "latent"]
+    gate_images = [fig.axes[1].images[0], fig.axes[4].images[0]]
+    assert all(im.get_clim() == pytest.approx((0.5, 0.9)) for im in gate_images)  # one range per column
+    fixed = viz.plot_spatial_maps(images, {"gate": gates}, value_ranges={"gate": (0.0, 1.0)})
+    assert fixed.axes[1].images[0].get_clim() == (0.0, 1.0)
+    fig.canvas.draw()
+    with pytest.raises(ValueError):
+        viz.plot_spatial_maps(images, {"gate": gates[:1]})
+
+
+def test_plot_receptive_fields_marks_centre_and_theoretical_extent():
+    field = np.zeros((9, 9))
+    field[3:6, 3:6] = 1.0
+    fig = viz.plot_receptive_fields([field, 2 * field], ["a", "b"], centre=(4, 4), extents=[3, None])
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert len(fig.axes[0].patches) == 1 and len(fig.axes[1].patches) == 0
+    square = fig.axes[0].patches[0]
+    assert square.get_width() == 3 and square.get_xy() == (2.5, 2.5)
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), field)  # scaled to max 1
+    images, _ = small_batch(count=1, size=9)
+    overlay = viz.plot_receptive_fields([field], ["on image"], centre=(4, 4), background=images[0])
+    assert len(overlay.axes[0].images) == 2
+    with pytest.raises(ValueError):
+        viz.plot_receptive_fields([-field], ["negative"], centre=(4, 4))
+
+
+def test_plot_feature_projection_panels_and_legend():
+    rng = np.random.default_rng(0)
+    class_ids = np.repeat([0, 1, 2], 20)
+    generated = np.tile([False, True], 30)
+    points = rng.normal(size=(60, 2)) + class_ids[:, None] * 3.0
+    fig = viz.plot_feature_projection(points, class_ids, generated, ["a", "b", "c"], unseen=[2],
+                                      axis_labels=["PC1", "PC2"])
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert [ax.get_title() for ax in fig.axes] == ["seen classes", "unseen classes"]
+    assert fig.axes[0].get_xlim() == fig.axes[1].get_xlim()  # shared limits
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts[:3] == ["a", "b", "c (unseen)"] and "generated" in texts
+    # seen panel: per class a real and a generated cloud plus their two means
+    assert len(fig.axes[0].collections) == 2 * 2 + 2 * 2
+    mean_marker = fig.axes[1].collections[-2]  # real mean of class "c"
+    np.testing.assert_allclose(mean_marker.get_offsets()[0], points[(class_ids == 2) & ~generated].mean(axis=0))
+    single = viz.plot_feature_projection(points, class_ids, generated, ["a", "b", "c"])
+    assert len(single.axes) == 1
+    with pytest.raises(ValueError):
+        viz.plot_feature_projection(points, class_ids, generated, ["a", "b"])
+
+
+def test_moving_average_and_training_curves():
+    np.testing.assert_allclose(viz.moving_average([1, 2, 3, 4], 2), [1.0, 1.5, 2.5, 3.5])
+    np.testing.assert_allclose(viz.moving_average([5.0], 10), [5.0])
+    with pytest.raises(ValueError):
+        viz.moving_average([1.0], 0)
+    fig = viz.plot_training_curves({"loss": [3.0, 2.0, 1.0], "KL": [1.0, 0.1, 0.01]}, window=2, log_scale=["KL"])
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert fig.axes[1].get_yscale() == "log" and fig.axes[0].get_yscale() == "linear"
+    np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), [3.0, 2.5, 1.5])
+    with pytest.raises(ValueError):
+        viz.plot_training_curves({})

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from cagnet.viz import class_palette, colorize_mask, overlay_mask
+from cagnet.viz import class_palette, colorize_mask, moving_average, overlay_mask
 
 #: Panels of :func:`plot_loss_curves`: title -> record keys.
 LOSS_PANELS: dict[str, tuple[str, ...]] = {
@@ -22,17 +22,6 @@ LOSS_PANELS: dict[str, tuple[str, ...]] = {
     "generator": ("loss_G", "gan_G", "mmd"),
     "pixel accuracy": ("acc_real", "acc_fake"),
 }
-
-
-def moving_average(values: Sequence[float], window: int) -> np.ndarray:
-    """Trailing mean over up to ``window`` values (same length as ``values``; NaN-free input)."""
-    values = np.asarray(values, dtype=np.float64)
-    if window <= 1 or values.size == 0:
-        return values
-    cumulative = np.cumsum(np.insert(values, 0, 0.0))
-    index = np.arange(1, values.size + 1)
-    start = np.maximum(index - window, 0)
-    return (cumulative[index] - cumulative[start]) / (index - start)
 
 
 def plot_loss_curves(records: Sequence[Mapping], panels: Mapping[str, Sequence[str]] | None = None,
