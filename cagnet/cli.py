@@ -104,7 +104,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
                         help="a packaged config (tutorial, voc12, context, cocostuff) or a YAML file")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                         help="override a config value, e.g. --set schedules.step1.iterations=200 --set "
-                             "data.root=data/voc12 --set runtime.device=cpu (repeatable; values are YAML)")
+                             "data.root=dataset/voc12 --set runtime.device=cpu (repeatable; values are YAML)")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
