@@ -51,6 +51,7 @@ from torch import nn
 
 from cagnet.config import LossWeights
 from cagnet.data.transforms import resize_labels
+from cagnet.evaluate import predict_logits
 from cagnet.losses import (IGNORE_INDEX, classification_loss, discriminator_gan_loss, generator_gan_loss,
                            mmd_loss)
 from cagnet.train.distributed import TrainedParts
@@ -266,16 +267,10 @@ def pseudo_labels(model: nn.Module, image: torch.Tensor, labels: torch.Tensor, t
     Labelled pixels keep their (nearest-resized) label; an ignored pixel takes the
     highest-ranked unseen class among the ``top_p`` best classifier outputs, if any.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with autocast_context(image.device, amp):
-            logits = model(image)
-    finally:
-        model.train(was_training)
+    logits = predict_logits(model, image, amp)
     resized = resize_labels(labels, logits.shape[-2:])
     s, u = model.config.num_seen, model.config.num_unseen
-    return self_training_labels(logits.float(), resized, list(range(s, s + u)), top_p)
+    return self_training_labels(logits, resized, list(range(s, s + u)), top_p)
 
 
 # ------------------------------------------------------------------------------ grids
