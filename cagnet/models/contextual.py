@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from cagnet.data.transforms import resize_labels
 
 CONTEXT_DILATIONS: tuple[int, ...] = (1, 2, 5)
 
@@ -103,7 +104,6 @@ def resize_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     PyTorch's legacy ``mode="nearest"`` (source index ``floor(i * H / h)``), as the original
     resizes the labelled-pixel mask for the KL term.
     """
-    resized = F.interpolate(mask[:, None].to(torch.float32), size=tuple(size), mode="nearest")
-    return resized[:, 0] > 0.5
+    return resize_labels(mask, size).bool()
 
 

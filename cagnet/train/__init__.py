@@ -8,7 +8,6 @@ Modules
 ``data``            deterministic, resumable, distributed batch order
 ``checkpoint``      atomic, safely loadable training checkpoints with RNG states
 ``distributed``     process group, devices, DistributedDataParallel wrapping
-``plots``           loss curves, evaluation curves, sample predictions
 ``self_training``   the self-training label construction
 """
 from cagnet.train.self_training import self_training_labels

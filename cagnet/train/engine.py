@@ -462,12 +462,12 @@ class Trainer:
         """``loss_curves.png``, ``eval_curves.png`` and ``predictions.png`` (rank 0)."""
         from cagnet.data.transforms import denormalize_image
         from cagnet.evaluate import predict_labels, predict_logits
-        from cagnet.train import plots
+        from cagnet import viz
 
-        figures = {"loss_curves.png": plots.plot_loss_curves(read_jsonl(self.out_dir / "log.jsonl"))}
+        figures = {"loss_curves.png": viz.plot_loss_curves(read_jsonl(self.out_dir / "log.jsonl"))}
         evaluations = read_jsonl(self.out_dir / "eval.jsonl")
         if evaluations:
-            figures["eval_curves.png"] = plots.plot_eval_curves(evaluations)
+            figures["eval_curves.png"] = viz.plot_eval_curves(evaluations)
         count = min(self.runtime.sample_images, len(self.test_set))
         if count:
             images, labels, predictions = [], [], []
@@ -479,7 +479,7 @@ class Trainer:
                 images.append(denormalize_image(sample["image"], self.config.data.normalization))
                 labels.append(sample["label"].numpy())
             self._set_train_mode()
-            figures["predictions.png"] = plots.plot_predictions(images, labels, predictions,
+            figures["predictions.png"] = viz.plot_predictions(images, labels, predictions,
                                                                 self.info.eval_class_names, self.info.num_seen,
                                                                 IGNORE_INDEX)
         for name, figure in figures.items():
