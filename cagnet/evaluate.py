@@ -19,6 +19,23 @@ Two protocols decide how predictions meet the ground truth:
 Scores: :func:`cagnet.metrics.gzsl_scores` over the S + U classes (seen = 0..S-1,
 unseen = S..S+U-1). With a process group initialised, each process scores a shard of the
 images and the confusion matrices are summed.
+
+Calibration (``seen_penalty``): a model trained on seen classes only scores them higher than
+the unseen ones, so its GZSL predictions collapse onto seen classes. *Calibrated stacking*
+(Chao et al., "An empirical study and analysis of generalized zero-shot learning for object
+recognition in the wild", ECCV 2016), which SPNet-c uses (Xian et al., CVPR 2019), subtracts a
+constant ``gamma`` from every seen-class logit before the argmax::
+
+    prediction = argmax_k ( logit_k - gamma * [k is seen] ),   k in 0..S+U-1
+
+A pixel turns from its best seen class to its best unseen class exactly when the gap
+``max seen logit - max unseen logit`` is below ``gamma``. The penalty is in logit units, so
+its useful range depends on the model; :func:`penalty_grid` derives a grid from quantiles of
+that gap. :func:`calibration_sweep` scores many penalties from one forward pass over a split
+with ground truth for every class (an oracle curve on the test split);
+:func:`held_out_calibration` selects a penalty from images whose unseen pixels are *ignored*
+(a slice of the training split), which is how the benchmark picks SPNet-c's penalty without
+unseen-class labels (see :mod:`cagnet.benchmark`).
 """
 from __future__ import annotations
 
@@ -33,7 +50,7 @@ from torch import nn
 from cagnet.data.datasets import DatasetInfo, SegmentationDataset
 from cagnet.data.transforms import TestTransform, resize_labels
 from cagnet.errors import ConfigError
-from cagnet.metrics import ConfusionMatrix
+from cagnet.metrics import ConfusionMatrix, harmonic_mean
 
 PROTOCOLS: tuple[str, ...] = ("original", "full")
 
@@ -57,10 +74,23 @@ def predict_logits(model: nn.Module, images: torch.Tensor, amp: str = "none") ->
     return logits.float()
 
 
-def predict_labels(logits: torch.Tensor, num_classes: int, size: Sequence[int] | None = None) -> torch.Tensor:
+def predict_labels(logits: torch.Tensor, num_classes: int, size: Sequence[int] | None = None, *,
+                   seen_penalty: float = 0.0, num_seen: int | None = None) -> torch.Tensor:
     """Argmax over the first ``num_classes`` (= S + U) outputs, after a bilinear upsampling of
-    the logits to ``size`` when given. LongTensor [N, h, w]."""
+    the logits to ``size`` when given. LongTensor [N, h, w].
+
+    ``seen_penalty`` (calibrated stacking, see the module docstring) is subtracted from the
+    first ``num_seen`` (= S) outputs before the argmax; 0 leaves the logits as they are.
+    """
     logits = logits[:, :num_classes]
+    if seen_penalty:
+        if num_seen is None:
+            raise ConfigError("predict_labels: seen_penalty needs num_seen (the number of seen classes)")
+        if not math.isfinite(seen_penalty):
+            raise ConfigError(f"seen_penalty must be a finite number, got {seen_penalty!r}")
+        shift = torch.zeros(num_classes, dtype=logits.dtype, device=logits.device)
+        shift[:num_seen] = seen_penalty
+        logits = logits - shift.view(1, -1, *([1] * (logits.dim() - 2)))
     if size is not None and tuple(logits.shape[-2:]) != tuple(size):
         logits = F.interpolate(logits, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)
     return logits.argmax(dim=1)
@@ -102,15 +132,81 @@ def _batches(loader: Iterable) -> Iterable[tuple[list[torch.Tensor] | torch.Tens
         yield images, labels
 
 
+def _resolve_info(data, info: DatasetInfo | None) -> DatasetInfo:
+    if info is None:
+        info = getattr(data, "info", None) or getattr(getattr(data, "dataset", None), "info", None)
+        if info is None:
+            raise ConfigError("evaluate: pass info= (the dataset's DatasetInfo) with this data source")
+    return info
+
+
+def _check_model(model: nn.Module, info: DatasetInfo) -> None:
+    num_classes = info.num_seen + info.num_unseen
+    outputs = getattr(getattr(model, "config", None), "num_outputs", None)
+    if outputs is not None and outputs != num_classes + 1:
+        raise ConfigError(f"evaluate: the model has {outputs} classifier outputs but the dataset has "
+                          f"{info.num_seen} seen + {info.num_unseen} unseen classes (expected {num_classes + 1})")
+
+
+def _scored_logits(model: nn.Module, data: SegmentationDataset | torch.utils.data.DataLoader,
+                   info: DatasetInfo, protocol: str, *, test_size: int | None, limit: int | None,
+                   batch_size: int, num_workers: int, device: torch.device, amp: str, progress: bool,
+                   desc: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits [1, S+U+1, h, w], target) per image of this process's shard.
+
+    ``original``: the target is the label nearest-resized to the logits' grid [h, w];
+    ``full``: the full-size label [H, W] (predictions are upsampled to it).
+    """
+    if isinstance(data, SegmentationDataset):
+        dataset = protocol_dataset(data, protocol, test_size, limit=limit)
+        loader = torch.utils.data.DataLoader(_shard(dataset), batch_size=batch_size, shuffle=False,
+                                             num_workers=num_workers, collate_fn=_collate,
+                                             generator=torch.Generator())
+        total = math.ceil(len(loader.dataset) / batch_size)
+    else:
+        loader, total = data, None
+    iterator = _batches(loader)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, total=total, desc=desc, leave=False)
+    for images, labels in iterator:
+        groups = [images] if torch.is_tensor(images) else [img[None] for img in images]
+        logits = torch.cat([predict_logits(model, g.to(device), amp) for g in groups]) if len(groups) > 1 \
+            else predict_logits(model, groups[0].to(device), amp)
+        for k, label in enumerate(labels):
+            label = label.to(torch.long)
+            if protocol == "original":
+                label = resize_labels(label, logits.shape[-2:])
+            yield logits[k:k + 1], label.to(logits.device)
+
+
+def _num_images(count: int, device: torch.device) -> int:
+    counted = torch.tensor([count], dtype=torch.int64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(counted)
+    return int(counted.item())
+
+
+def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+
+
 def evaluate(model: nn.Module, data: SegmentationDataset | torch.utils.data.DataLoader,
              info: DatasetInfo | None = None, protocol: str = "original", *, test_size: int | None = None,
              limit: int | None = None, batch_size: int = 1, num_workers: int = 0,
-             device: torch.device | str | None = None, amp: str = "none", progress: bool = False
-             ) -> dict[str, Any]:
+             device: torch.device | str | None = None, amp: str = "none", progress: bool = False,
+             seen_penalty: float = 0.0) -> dict[str, Any]:
     """GZSL scores of ``model`` on a test split.
 
     Args:
-        model: a :class:`cagnet.models.CaGNet` (its mode is restored afterwards).
+        model: a :class:`cagnet.models.CaGNet` (or any module returning [N, S+U+1, h, w]
+            logits; its mode is restored afterwards).
         data: a test :class:`SegmentationDataset` (re-wrapped with the protocol's transform,
             images warped to ``test_size``), or a DataLoader yielding ``{"image", "label"}``
             batches (used as is: its transform decides the input; labels are matched to the
@@ -121,65 +217,230 @@ def evaluate(model: nn.Module, data: SegmentationDataset | torch.utils.data.Data
         limit: score only the first ``limit`` images (a dataset only).
         device: where the model runs (default: where its parameters are).
         amp: ``none``, ``bf16`` or ``fp16`` autocast for the forward pass.
+        seen_penalty: subtracted from the S seen-class logits before the argmax (calibrated
+            stacking of Chao et al. 2016, as SPNet-c; module docstring). 0 = plain argmax.
 
     Returns:
         the scores of :func:`cagnet.metrics.gzsl_scores` (``miou``, ``seen_miou``,
         ``unseen_miou``, ``hiou``, ``pixel_acc``, ..., ``class_iou``, ``class_acc``) plus
         ``protocol``, ``num_images`` (scored by all processes), ``class_names`` (evaluation
-        order) and ``num_seen`` / ``num_unseen``.
+        order), ``num_seen`` / ``num_unseen`` and ``seen_penalty``.
     """
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    if info is None:
-        info = getattr(data, "info", None) or getattr(getattr(data, "dataset", None), "info", None)
-        if info is None:
-            raise ConfigError("evaluate: pass info= (the dataset's DatasetInfo) with this data source")
+    _check_protocol(protocol)
+    info = _resolve_info(data, info)
+    _check_model(model, info)
     num_classes = info.num_seen + info.num_unseen
-    outputs = getattr(getattr(model, "config", None), "num_outputs", None)
-    if outputs is not None and outputs != num_classes + 1:
-        raise ConfigError(f"evaluate: the model has {outputs} classifier outputs but the dataset has "
-                          f"{info.num_seen} seen + {info.num_unseen} unseen classes (expected {num_classes + 1})")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-
-    if isinstance(data, SegmentationDataset):
-        dataset = protocol_dataset(data, protocol, test_size, limit=limit)
-        loader = torch.utils.data.DataLoader(_shard(dataset), batch_size=batch_size, shuffle=False,
-                                             num_workers=num_workers, collate_fn=_collate,
-                                             generator=torch.Generator())
-        total = math.ceil(len(loader.dataset) / batch_size)
-    else:
-        loader, total = data, None
+    device = _model_device(model, device)
+    seen_penalty = float(seen_penalty)
 
     # counts stay on the model's device (NCCL reduces device tensors only)
     confusion = ConfusionMatrix(num_classes, device=device)
     count = 0
-    iterator = _batches(loader)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, total=total, desc=f"evaluate ({protocol})", leave=False)
-    for images, labels in iterator:
-        groups = [images] if torch.is_tensor(images) else [img[None] for img in images]
-        logits = torch.cat([predict_logits(model, g.to(device), amp) for g in groups]) if len(groups) > 1 \
-            else predict_logits(model, groups[0].to(device), amp)
-        for k, label in enumerate(labels):
-            label = label.to(torch.long)
-            if protocol == "original":
-                prediction = predict_labels(logits[k:k + 1], num_classes)[0]
-                target = resize_labels(label, prediction.shape)
-            else:
-                target = label
-                prediction = predict_labels(logits[k:k + 1], num_classes, label.shape[-2:])[0]
-            confusion.update(target.to(prediction.device), prediction)
-            count += 1
+    for logits, target in _scored_logits(model, data, info, protocol, test_size=test_size, limit=limit,
+                                         batch_size=batch_size, num_workers=num_workers, device=device, amp=amp,
+                                         progress=progress, desc=f"evaluate ({protocol})"):
+        size = None if protocol == "original" else target.shape[-2:]
+        prediction = predict_labels(logits, num_classes, size, seen_penalty=seen_penalty,
+                                    num_seen=info.num_seen)[0]
+        confusion.update(target, prediction)
+        count += 1
     confusion.all_reduce()
-    counted = torch.tensor([count], dtype=torch.int64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(counted)
     scores = confusion.scores(list(range(info.num_seen)), list(range(info.num_seen, num_classes)))
-    scores.update({"protocol": protocol, "num_images": int(counted.item()), "class_names": info.eval_class_names,
-                   "num_seen": info.num_seen, "num_unseen": info.num_unseen})
+    scores.update({"protocol": protocol, "num_images": _num_images(count, device),
+                   "class_names": info.eval_class_names, "num_seen": info.num_seen,
+                   "num_unseen": info.num_unseen, "seen_penalty": seen_penalty})
     return scores
+
+
+# ------------------------------------------------------------------------------ calibration
+def seen_unseen_gap(logits: torch.Tensor, num_seen: int, num_classes: int) -> torch.Tensor:
+    """``max seen logit - max unseen logit`` per pixel: [N, h, w] of logits [N, >= S+U, h, w].
+
+    A seen penalty ``gamma`` turns a pixel's prediction unseen exactly when its gap is below
+    ``gamma``.
+    """
+    return logits[:, :num_seen].amax(dim=1) - logits[:, num_seen:num_classes].amax(dim=1)
+
+
+def penalty_grid(gaps: torch.Tensor, count: int = 41) -> list[float]:
+    """Seen penalties spanning the model's logit scale: 0, the quantiles at ``count`` evenly
+    spaced levels of the positive ``gaps`` (:func:`seen_unseen_gap` of the calibration pixels),
+    and a value above the largest gap (every pixel unseen). Sorted, unique floats.
+
+    Quantiles make the grid independent of the scale of a method's logits (SPNet's dot
+    products and a trained classifier's logits differ by orders of magnitude): the k-th
+    penalty moves about the same share of pixels to unseen classes for every method.
+    """
+    if count < 2:
+        raise ConfigError(f"penalty grid: count must be at least 2, got {count}")
+    gaps = gaps.detach().reshape(-1).to(torch.float64).cpu()
+    positive = gaps[gaps > 0]
+    values = {0.0}
+    if positive.numel():
+        levels = torch.linspace(0.0, 1.0, count, dtype=torch.float64)
+        values.update(float(v) for v in torch.quantile(positive, levels))
+        top = float(positive.max())
+        values.add(top + max(abs(top) * 1e-3, 1e-6))
+    return sorted(values)
+
+
+def _collect_logits(model, data, info, protocol, **options) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """All (logits, target) pairs of :func:`_scored_logits`, kept on the model's device."""
+    logits_list, targets = [], []
+    for logits, target in _scored_logits(model, data, info, protocol, **options):
+        logits_list.append(logits)
+        targets.append(target)
+    return logits_list, targets
+
+
+def _stacked(logits_list: list[torch.Tensor], targets: list[torch.Tensor]
+             ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One (logits [N, ...], targets [N, ...]) batch when all shapes agree, else one per image."""
+    if logits_list and all(lg.shape == logits_list[0].shape for lg in logits_list) \
+            and all(t.shape == targets[0].shape for t in targets):
+        return [(torch.cat(logits_list), torch.stack(targets))]
+    return [(lg, t[None]) for lg, t in zip(logits_list, targets)]
+
+
+def _grid_from(logits_list: list[torch.Tensor], info: DatasetInfo, penalties, count: int) -> list[float]:
+    if penalties is not None:
+        values = [float(p) for p in penalties]
+        if not values or not all(math.isfinite(p) for p in values):
+            raise ConfigError(f"penalties must be a non-empty list of finite numbers, got {list(penalties)!r}")
+        return values
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise ConfigError("calibration with several processes needs explicit penalties (the grid of one "
+                          "process's images would differ between processes)")
+    num_classes = info.num_seen + info.num_unseen
+    gaps = [seen_unseen_gap(lg, info.num_seen, num_classes) for lg in logits_list]
+    return penalty_grid(torch.cat([g.reshape(-1) for g in gaps]) if gaps else torch.zeros(0), count)
+
+
+def _best_index(values: list[float]) -> int | None:
+    """Index of the largest non-NaN value (the first, i.e. smallest penalty, on ties)."""
+    best = None
+    for index, value in enumerate(values):
+        if not math.isnan(value) and (best is None or value > values[best]):
+            best = index
+    return best
+
+
+def calibration_sweep(model: nn.Module, data: SegmentationDataset | torch.utils.data.DataLoader,
+                      info: DatasetInfo | None = None, penalties: Sequence[float] | None = None,
+                      protocol: str = "original", *, test_size: int | None = None, limit: int | None = None,
+                      batch_size: int = 1, num_workers: int = 0, device: torch.device | str | None = None,
+                      amp: str = "none", grid_size: int = 41, progress: bool = False) -> dict[str, Any]:
+    """GZSL scores of many seen penalties from ONE forward pass over ``data``.
+
+    The logits of every image are computed once (as :func:`evaluate` does, same arguments)
+    and each penalty's predictions are scored from them, so for every penalty the scores are
+    those of ``evaluate(..., seen_penalty=penalty)``. ``data`` needs ground truth of every
+    class (a test split): on the test split this is the *oracle* calibration curve, which
+    uses unseen-class labels and therefore cannot select a zero-shot model's penalty.
+
+    Args:
+        penalties: the penalties to score (logit units); None = :func:`penalty_grid` with
+            ``grid_size`` levels of the gaps of all scored pixels.
+        the others: as :func:`evaluate`.
+
+    Returns:
+        ``penalties`` (list), per penalty ``seen_miou``, ``unseen_miou``, ``hiou``, ``miou``
+        (lists aligned with ``penalties``) and ``scores`` (the full score dicts);
+        ``best_index`` / ``best_penalty`` / ``best`` (the penalty with the highest hIoU, the
+        smallest on ties), ``protocol``, ``num_images``.
+    """
+    _check_protocol(protocol)
+    info = _resolve_info(data, info)
+    _check_model(model, info)
+    num_classes = info.num_seen + info.num_unseen
+    device = _model_device(model, device)
+    logits_list, targets = _collect_logits(model, data, info, protocol, test_size=test_size, limit=limit,
+                                           batch_size=batch_size, num_workers=num_workers, device=device,
+                                           amp=amp, progress=progress, desc=f"calibration ({protocol})")
+    grid = _grid_from(logits_list, info, penalties, grid_size)
+    num_images = _num_images(len(logits_list), device)
+    batches = _stacked(logits_list, targets)
+    seen, unseen = list(range(info.num_seen)), list(range(info.num_seen, num_classes))
+    all_scores = []
+    for penalty in grid:
+        confusion = ConfusionMatrix(num_classes, device=device)
+        for logits, target in batches:
+            size = None if protocol == "original" else target.shape[-2:]
+            confusion.update(target, predict_labels(logits, num_classes, size, seen_penalty=penalty,
+                                                    num_seen=info.num_seen))
+        confusion.all_reduce()
+        scores = confusion.scores(seen, unseen)
+        scores.update({"protocol": protocol, "num_images": num_images, "class_names": info.eval_class_names,
+                       "num_seen": info.num_seen, "num_unseen": info.num_unseen, "seen_penalty": penalty})
+        all_scores.append(scores)
+    result: dict[str, Any] = {"penalties": grid, "protocol": protocol, "num_images": num_images, "scores": all_scores}
+    for key in ("seen_miou", "unseen_miou", "hiou", "miou"):
+        result[key] = [s[key] for s in all_scores]
+    best = _best_index(result["hiou"])
+    result["best_index"] = best
+    result["best_penalty"] = grid[best] if best is not None else 0.0
+    result["best"] = all_scores[best] if best is not None else None
+    return result
+
+
+def held_out_calibration(model: nn.Module, data: SegmentationDataset | torch.utils.data.DataLoader,
+                         info: DatasetInfo | None = None, penalties: Sequence[float] | None = None, *,
+                         test_size: int | None = None, limit: int | None = None, batch_size: int = 1,
+                         num_workers: int = 0, device: torch.device | str | None = None, amp: str = "none",
+                         grid_size: int = 41, ignore_index: int = 255, progress: bool = False) -> dict[str, Any]:
+    """Select a seen penalty on images whose unseen pixels are ignored (no unseen-class labels).
+
+    ``data`` holds labels in training form: seen classes 0..S-1, everything else
+    ``ignore_index`` (a :class:`SegmentationDataset` of the ``train`` split maps unseen
+    pixels so). On the prediction grid (``original`` protocol) and for each penalty:
+
+    * ``seen_acc``: share of the labelled (seen) pixels predicted as their class;
+    * ``unseen_rate``: share of the ignored pixels predicted as *some* unseen class;
+    * ``balance``: their harmonic mean; the selected penalty maximises it (the smallest
+      on ties; 0 when no penalty has a defined balance).
+
+    The two rates play the roles of the seen and unseen terms of hIoU: a penalty trades
+    the first for the second. Only the knowledge that an ignored pixel is not of a seen
+    class is used - the assumption self-training makes too - never which unseen class it
+    is. Where ignored pixels also include unlabelled stuff (e.g. Pascal-VOC's background
+    and borders), ``unseen_rate`` over-rewards unseen predictions and the penalty comes
+    out larger than the hIoU-optimal one.
+
+    Returns:
+        ``penalties``, ``seen_acc``, ``unseen_rate``, ``balance`` (lists aligned with
+        ``penalties``), ``best_index``, ``best_penalty``, ``num_images``, ``num_labelled``,
+        ``num_ignored`` (pixels on the prediction grids).
+    """
+    info = _resolve_info(data, info)
+    _check_model(model, info)
+    num_classes = info.num_seen + info.num_unseen
+    device = _model_device(model, device)
+    logits_list, targets = _collect_logits(model, data, info, "original", test_size=test_size, limit=limit,
+                                           batch_size=batch_size, num_workers=num_workers, device=device,
+                                           amp=amp, progress=progress, desc="calibration (held out)")
+    grid = _grid_from(logits_list, info, penalties, grid_size)
+    batches = _stacked(logits_list, targets)
+    counts = torch.zeros(len(grid), 4, dtype=torch.int64, device=device)  # correct, labelled, unseen, ignored
+    for index, penalty in enumerate(grid):
+        for logits, target in batches:
+            prediction = predict_labels(logits, num_classes, seen_penalty=penalty, num_seen=info.num_seen)
+            labelled = (target >= 0) & (target < info.num_seen)
+            ignored = target == ignore_index
+            counts[index, 0] += ((prediction == target) & labelled).sum()
+            counts[index, 1] += labelled.sum()
+            counts[index, 2] += ((prediction >= info.num_seen) & ignored).sum()
+            counts[index, 3] += ignored.sum()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(counts)
+    counts = counts.cpu().tolist()
+    seen_acc = [c[0] / c[1] if c[1] else math.nan for c in counts]
+    unseen_rate = [c[2] / c[3] if c[3] else math.nan for c in counts]
+    balance = [harmonic_mean(a, b) for a, b in zip(seen_acc, unseen_rate)]
+    best = _best_index(balance)
+    return {"penalties": grid, "seen_acc": seen_acc, "unseen_rate": unseen_rate, "balance": balance,
+            "best_index": best, "best_penalty": grid[best] if best is not None else 0.0,
+            "num_images": _num_images(len(logits_list), device),
+            "num_labelled": counts[0][1] if counts else 0, "num_ignored": counts[0][3] if counts else 0}
 
 
 def evaluate_checkpoint(config, checkpoint: str, protocol: str = "original", progress: bool = False

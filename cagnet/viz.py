@@ -643,3 +643,434 @@ def plot_predictions(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize="small",
                       title="classes (* = unseen)")
     return figure
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation figures: overlays with legends, per-image IoU, confusion, per-class IoU, calibration
+# --------------------------------------------------------------------------------------------
+def _class_legend_entries(ids: Iterable[int], class_names: Sequence[str], num_seen: int, palette: np.ndarray,
+                          with_ignored: bool = False) -> tuple[list[Patch], list[bool]]:
+    """Legend patches for evaluation class ids (0..S-1 seen, S.. unseen) and their unseen flags.
+
+    Unseen classes read "name (unseen)" (to be set in bold italics by :func:`_style_unseen_texts`)
+    and their patch is hatched with a black border, so they stand out even in greyscale.
+    """
+    handles, flags = [], []
+    for i in sorted(ids):
+        unseen = i >= num_seen
+        handles.append(Patch(facecolor=palette[i] / 255.0, edgecolor="black" if unseen else "none",
+                             hatch="///" if unseen else None, label=_legend_label(class_names[i], unseen)))
+        flags.append(unseen)
+    if with_ignored:
+        handles.append(Patch(facecolor=IGNORE_COLOUR / 255.0, label="ignored"))
+        flags.append(False)
+    return handles, flags
+
+
+def _add_class_legend(figure: Figure, ids: Iterable[int], class_names: Sequence[str], num_seen: int,
+                      palette: np.ndarray, with_ignored: bool, loc: str = "outside lower center",
+                      ncols: int = 4) -> None:
+    handles, flags = _class_legend_entries(ids, class_names, num_seen, palette, with_ignored)
+    if not handles:
+        return
+    legend = figure.legend(handles=handles, loc=loc, ncols=max(1, min(ncols, len(handles))), fontsize=8,
+                           frameon=False)
+    _style_unseen_texts(legend.get_texts(), flags)
+
+
+def _masked_overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float,
+                    visible_classes: Iterable[int] | None, ignore_index: int) -> tuple[np.ndarray, set[int], bool]:
+    """:func:`overlay_mask` where pixels of classes outside ``visible_classes`` keep the plain image.
+
+    Returns the uint8 [H, W, 3] overlay, the visible class ids present in ``mask`` and whether
+    it has ignored pixels (always drawn as ignored).
+    """
+    mask = np.asarray(mask)
+    image = np.asarray(image)
+    overlay = overlay_mask(image, mask, palette, alpha, ignore_index)
+    present = {int(v) for v in np.unique(mask) if v != ignore_index}
+    has_ignored = bool((mask == ignore_index).any())
+    if visible_classes is not None:
+        visible = {int(c) for c in visible_classes}
+        hidden = (mask != ignore_index) & ~np.isin(mask, sorted(visible))
+        overlay = np.where(hidden[..., None], image, overlay)
+        present &= visible
+    return overlay, present, has_ignored
+
+
+def overlay_with_legend(image: np.ndarray, mask: np.ndarray, class_names: Sequence[str], num_seen: int,
+                        alpha: float = 0.5, visible_classes: Iterable[int] | None = None, ignore_index: int = 255,
+                        title: str | None = None) -> Figure:
+    """A label map overlaid on its image with the fixed palette, and a legend of the classes shown.
+
+    ``image`` uint8 [H, W, 3]; ``mask`` [H, W] evaluation indices (0..S-1 seen, S..K-1 unseen,
+    ``ignore_index`` unlabelled, darkened). Unseen classes read "name (unseen)" in bold
+    italics with a hatched legend patch. With ``visible_classes`` (class ids) the pixels of
+    every other class show the plain image and leave the legend. One axes.
+    """
+    palette = class_palette(len(class_names))
+    overlay, present, has_ignored = _masked_overlay(image, mask, palette, alpha, visible_classes, ignore_index)
+    figure = Figure(figsize=(4.6, 5.0), layout="constrained")
+    ax = figure.add_subplot()
+    ax.imshow(overlay)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    _add_class_legend(figure, present, class_names, num_seen, palette, has_ignored, ncols=3)
+    return figure
+
+
+def _as_numpy(values) -> np.ndarray:
+    """numpy copy of an array-like or a (CPU or device) torch tensor."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def per_image_iou(label: np.ndarray, prediction: np.ndarray, num_classes: int, ignore_index: int = 255,
+                  num_seen: int | None = None) -> dict:
+    """IoU of each class on one image, from :func:`cagnet.metrics.gzsl_scores` of its confusion.
+
+    ``label`` / ``prediction``: [H, W] evaluation indices (``ignore_index`` pixels of the label
+    are not counted). Returns a dict with ``class_iou`` (float64 [num_classes], NaN for a class
+    absent from both the labelled ground truth and the prediction), ``classes`` (the ids whose
+    IoU is defined) and ``miou`` (their mean); with ``num_seen`` also ``seen_miou``,
+    ``unseen_miou`` and ``hiou`` (classes ``num_seen..num_classes-1`` are unseen). Fractions.
+    """
+    import torch
+
+    from cagnet.metrics import confusion_matrix, gzsl_scores
+
+    target = torch.as_tensor(_as_numpy(label).astype(np.int64))
+    predicted = torch.as_tensor(_as_numpy(prediction).astype(np.int64))
+    confusion = confusion_matrix(target, predicted, num_classes, ignore_index)
+    split = num_classes if num_seen is None else num_seen
+    scores = gzsl_scores(confusion, list(range(split)), list(range(split, num_classes)))
+    class_iou = np.asarray(scores["class_iou"], dtype=np.float64)
+    result = {"class_iou": class_iou, "classes": [int(i) for i in np.flatnonzero(~np.isnan(class_iou))],
+              "miou": scores["miou"]}
+    if num_seen is not None:
+        result.update({key: scores[key] for key in ("seen_miou", "unseen_miou", "hiou")})
+    return result
+
+
+def plot_confusion_matrix(confusion, class_names: Sequence[str], num_seen: int, normalize: str | None = "true",
+                          show_other: bool | None = None, annotate: bool | None = None) -> Figure:
+    """Heatmap of a confusion matrix (rows = ground truth, columns = prediction).
+
+    ``confusion``: the [K, K + 1] counts of :mod:`cagnet.metrics` (last column = predictions
+    outside the K classes) or a plain [K, K], numpy or torch. ``normalize``: ``"true"`` divides
+    each row by its total (every column, "other" included, so a labelled row sums to 1),
+    ``"pred"`` each column by its total, ``None`` keeps the counts. Rows or columns without
+    pixels are left blank. The "other" column is drawn when ``show_other`` (default: when it
+    holds any count). Lines separate the seen block (0..S-1) from the unseen one; unseen tick
+    labels end in "*" and are bold italic. Cell values are written when ``annotate``
+    (default: K <= 15). Axes: the heatmap and its colour bar.
+    """
+    counts = _as_numpy(confusion).astype(np.float64)
+    num_classes = len(class_names)
+    if counts.ndim != 2 or counts.shape[0] != num_classes or counts.shape[1] not in (num_classes, num_classes + 1):
+        raise ValueError(f"confusion must be [{num_classes}, {num_classes}] or [{num_classes}, {num_classes + 1}], "
+                         f"got shape {counts.shape}")
+    if normalize == "true":
+        totals = counts.sum(axis=1, keepdims=True)
+    elif normalize == "pred":
+        totals = counts.sum(axis=0, keepdims=True)
+    elif normalize is None:
+        totals = None
+    else:
+        raise ValueError(f"normalize must be 'true', 'pred' or None, got {normalize!r}")
+    if totals is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), np.nan)
+    else:
+        values = counts
+    has_other = counts.shape[1] == num_classes + 1
+    if show_other is None:
+        show_other = has_other and bool(counts[:, num_classes].any())
+    if has_other and not show_other:
+        values = values[:, :num_classes]  # normalised with the "other" column, drawn without it
+    annotate = num_classes <= 15 if annotate is None else annotate
+
+    row_labels = [f"{n}*" if i >= num_seen else n for i, n in enumerate(class_names)]
+    column_labels = row_labels + (["other"] if values.shape[1] > num_classes else [])
+    side = max(4.5, 0.42 * num_classes + 2.5)
+    figure = Figure(figsize=(side + 1.3, side), layout="constrained")
+    ax = figure.add_subplot()
+    vmax = 1.0 if normalize else max(float(np.nanmax(values)) if np.isfinite(values).any() else 1.0, 1.0)
+    artist = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
+    bar = figure.colorbar(artist, ax=ax, shrink=0.8)
+    bar.set_label({"true": "share of the row (ground-truth pixels)", "pred": "share of the column (predictions)",
+                   None: "pixels"}[normalize])
+    if annotate:
+        for (r, c), value in np.ndenumerate(values):
+            if np.isfinite(value) and value > 0:
+                text = f"{100 * value:.0f}" if normalize else f"{value:.0f}"
+                ax.text(c, r, text, ha="center", va="center", fontsize=7,
+                        color="white" if value > 0.6 * vmax else "black")
+    ax.set_xticks(range(len(column_labels)))
+    ax.set_xticklabels(column_labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(num_classes))
+    ax.set_yticklabels(row_labels, fontsize=8)
+    _style_unseen_texts(ax.get_xticklabels(), [num_seen <= i < num_classes for i in range(len(column_labels))])
+    _style_unseen_texts(ax.get_yticklabels(), [i >= num_seen for i in range(num_classes)])
+    if 0 < num_seen < num_classes:  # seen | unseen blocks
+        ax.axhline(num_seen - 0.5, color="black", linewidth=1.5)
+        ax.axvline(num_seen - 0.5, color="black", linewidth=1.5)
+    if values.shape[1] > num_classes:
+        ax.axvline(num_classes - 0.5, color="0.4", linewidth=1.0, linestyle="--")
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title("Confusion matrix" + (" (%)" if annotate and normalize else "") + " (* = unseen)")
+    return figure
+
+
+def _method_class_iou(values, class_names: Sequence[str], method: str) -> np.ndarray:
+    """Per-class IoU of one method as float64 [K]: a sequence indexed like ``class_names`` or a
+    mapping class name -> IoU (missing classes are NaN)."""
+    if isinstance(values, Mapping):
+        unknown = sorted(set(values) - set(class_names))
+        if unknown:
+            raise ValueError(f"class_iou[{method!r}] names unknown classes {unknown}")
+        return np.array([values.get(name, np.nan) for name in class_names], dtype=np.float64)
+    array = _as_numpy(values).astype(np.float64)
+    if array.shape != (len(class_names),):
+        raise ValueError(f"class_iou[{method!r}] has shape {array.shape}, expected ({len(class_names)},)")
+    return array
+
+
+def _percent_text(value: float) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100.0 * value:.1f}"
+
+
+def plot_class_iou(class_iou, class_names: Sequence[str], num_seen: int) -> Figure:
+    """Per-class IoU bars (%), one bar per method side by side, seen and unseen classes apart.
+
+    ``class_iou``: a mapping method name -> per-class IoU (a sequence of K fractions indexed like
+    ``class_names``, e.g. ``evaluate(...)["class_iou"]``, or a mapping class name -> IoU), or
+    one such sequence (a single method). The unseen classes (S..K-1) come after a gap on a
+    shaded background, their bars hatched and their tick labels bold italic ending in "*".
+    The legend gives each method's seen / unseen mIoU and hIoU (NaN classes skipped). One axes.
+    """
+    from cagnet.metrics import harmonic_mean
+
+    methods = dict(class_iou) if isinstance(class_iou, Mapping) else {"IoU": class_iou}
+    if not methods:
+        raise ValueError("class_iou holds no method")
+    table = {name: _method_class_iou(values, class_names, name) for name, values in methods.items()}
+    num_classes = len(class_names)
+    positions = np.arange(num_classes) + (np.arange(num_classes) >= num_seen)  # one slot gap before unseen
+    width = 0.8 / len(table)
+    figure = Figure(figsize=(max(6.0, (0.3 + 0.18 * len(table)) * num_classes + 2.5), 4.2), layout="constrained")
+    ax = figure.add_subplot()
+    if num_seen < num_classes:
+        ax.axvspan(positions[num_seen] - 0.5, positions[-1] + 0.5, color="0.92", zorder=0)
+    for k, (name, values) in enumerate(table.items()):
+        seen, unseen = values[:num_seen], values[num_seen:]
+        seen_mean = float(np.nanmean(seen)) if np.isfinite(seen).any() else math.nan
+        unseen_mean = float(np.nanmean(unseen)) if np.isfinite(unseen).any() else math.nan
+        label = (f"{name}: seen {_percent_text(seen_mean)}, unseen {_percent_text(unseen_mean)}, "
+                 f"hIoU {_percent_text(harmonic_mean(seen_mean, unseen_mean))}")
+        offsets = positions - 0.4 + (k + 0.5) * width
+        bars = ax.bar(offsets, 100.0 * np.nan_to_num(values, nan=0.0), width=width, color=f"C{k}", label=label,
+                      zorder=2)
+        for index, bar in enumerate(bars):
+            if index >= num_seen:
+                bar.set_hatch("//")
+                bar.set_edgecolor("white")
+    ax.set_xticks(positions)
+    ax.set_xticklabels([f"{n}*" if i >= num_seen else n for i, n in enumerate(class_names)],
+                       rotation=60, ha="right", fontsize=8)
+    _style_unseen_texts(ax.get_xticklabels(), [i >= num_seen for i in range(num_classes)])
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("IoU (%)")
+    ax.set_xlim(positions[0] - 0.6, positions[-1] + 0.6)
+    ax.set_title("IoU per class (* = unseen, shaded)" if num_seen < num_classes else "IoU per class")
+    figure.legend(loc="outside lower left", fontsize=8, ncols=1, frameon=False)
+    return figure
+
+
+def plot_calibration_sweep(penalties: Sequence[float], seen_miou: Sequence[float], unseen_miou: Sequence[float],
+                           hiou: Sequence[float], best: float | None = None) -> Figure:
+    """Seen mIoU, unseen mIoU and hIoU (fractions, drawn in %) against the seen-class penalty.
+
+    A larger penalty subtracted from the seen classes' logits trades seen for unseen mIoU.
+    ``best``: the penalty to mark (default: the one with the largest hIoU); it is drawn as a
+    star on the hIoU curve (the line labelled "best hIoU ...") with a dotted vertical line.
+    One axes.
+    """
+    curves = [np.asarray(v, dtype=np.float64) for v in (penalties, seen_miou, unseen_miou, hiou)]
+    if any(c.ndim != 1 or len(c) != len(curves[0]) for c in curves) or not len(curves[0]):
+        raise ValueError(f"penalties and scores must be equally long non-empty 1-D sequences, got shapes "
+                         f"{[c.shape for c in curves]}")
+    order = np.argsort(curves[0], kind="stable")
+    penalty, seen, unseen, harmonic = (c[order] for c in curves)
+    if best is None:
+        if not np.isfinite(harmonic).any():
+            raise ValueError("hiou has no finite value to pick the best penalty from")
+        index = int(np.nanargmax(harmonic))
+    else:
+        index = int(np.argmin(np.abs(penalty - float(best))))
+    figure = Figure(figsize=(5.6, 3.8), layout="constrained")
+    ax = figure.add_subplot()
+    ax.plot(penalty, 100 * seen, marker="o", markersize=3, label="seen mIoU")
+    ax.plot(penalty, 100 * unseen, marker="o", markersize=3, label="unseen mIoU")
+    ax.plot(penalty, 100 * harmonic, marker="o", markersize=3, linewidth=2.0, color="black", label="hIoU")
+    ax.axvline(penalty[index], color="0.4", linestyle=":", linewidth=1.0)
+    ax.plot([penalty[index]], [100 * harmonic[index]], marker="*", markersize=16, linestyle="", color="gold",
+            markeredgecolor="black", zorder=5,
+            label=f"best hIoU {_percent_text(harmonic[index])} at penalty {penalty[index]:g}")
+    ax.set_xlabel("seen-class penalty (subtracted from the seen logits)")
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.set_title("Calibration sweep")
+    ax.legend(fontsize=8)
+    return figure
+
+
+def plot_method_panels(image: np.ndarray, label: np.ndarray, predictions: Mapping[str, np.ndarray],
+                       class_names: Sequence[str], num_seen: int, alpha: float = 0.6,
+                       visible_classes: Iterable[int] | None = None, ignore_index: int = 255,
+                       show_iou: bool = True) -> Figure:
+    """One row: the image, the ground truth, then each method's prediction, overlaid with ``alpha``.
+
+    ``image`` uint8 [H, W, 3]; ``label`` and ``predictions[method]`` [H, W] evaluation indices
+    (0..S-1 seen, S..K-1 unseen; ``ignore_index`` pixels of the label are darkened and not
+    scored). With ``show_iou`` each prediction's title gives the image's mIoU and hIoU
+    (:func:`per_image_iou`). ``visible_classes`` shows only those classes' colours. The legend
+    lists the classes shown, unseen ones marked. ``2 + len(predictions)`` axes.
+    """
+    visible = None if visible_classes is None else list(visible_classes)
+    palette = class_palette(len(class_names))
+    image = np.asarray(image)
+    label = _as_numpy(label)
+    panels = [("image", image)]
+    overlay, shown, has_ignored = _masked_overlay(image, label, palette, alpha, visible, ignore_index)
+    panels.append(("ground truth", overlay))
+    for method, prediction in predictions.items():
+        prediction = _as_numpy(prediction)
+        overlay, present, _ = _masked_overlay(image, prediction, palette, alpha, visible, ignore_index)
+        shown |= present
+        title = method
+        if show_iou:
+            scores = per_image_iou(label, prediction, len(class_names), ignore_index, num_seen)
+            title += f"\nmIoU {_percent_text(scores['miou'])} | hIoU {_percent_text(scores['hiou'])}"
+        panels.append((title, overlay))
+    figure = Figure(figsize=(2.6 * len(panels), 3.5), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, panel) in zip(axes, panels):
+        ax.imshow(panel)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _add_class_legend(figure, shown, class_names, num_seen, palette, has_ignored, ncols=6)
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# the CaGNet pipeline diagram (README)
+# --------------------------------------------------------------------------------------------
+_PIPELINE_COLOURS = {
+    "real": ("#dbe9f6", "#1f77b4"),      # (fill, edge): image -> backbone -> real feature
+    "context": ("#e7e1f1", "#6a51a3"),   # contextual module and latent code
+    "fake": ("#fde5cc", "#d9630b"),      # word embeddings, generator, generated features
+    "judge": ("#e3f1e0", "#2c8a2c"),     # classifier / discriminator
+    "step2": ("#f5f5f5", "#555555"),
+}
+
+
+def plot_pipeline() -> Figure:
+    """The CaGNet pipeline as a box-and-arrow diagram (one axes, axis off).
+
+    Step 1 (top): image -> DeepLabV2 backbone with ASPP -> semantic feature h -> contextual
+    module (dilated convolutions and gates) -> latent code z (mu, logvar; KL loss) -> real
+    feature x = sigmoid(h + h * sigmoid(z)) -> classifier / discriminator; the word
+    embedding w of each pixel's class with the same z -> generator -> fake feature, judged by
+    the same classifier / discriminator (GAN and classification losses), MMD between real
+    and fake features. Step 2 (bottom): seen and unseen embeddings with z ~ N(0, I) -> the
+    generator -> fake features (unseen ones included) that finetune the classifier.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    figure = Figure(figsize=(11.8, 6.5))
+    ax = figure.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_xlim(0, 130)
+    ax.set_ylim(0, 72)
+    ax.set_axis_off()
+    boxes: dict[str, tuple[float, float, float, float]] = {}
+
+    def box(key: str, x: float, y: float, width: float, height: float, text: str, kind: str,
+            fontsize: float = 11.5, weight: str = "normal") -> None:
+        fill, edge = _PIPELINE_COLOURS[kind]
+        ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height,
+                                    boxstyle="round,pad=0.3,rounding_size=1.2", facecolor=fill, edgecolor=edge,
+                                    linewidth=1.8, zorder=2))
+        ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, fontweight=weight, zorder=3,
+                linespacing=1.3)
+        boxes[key] = (x, y, width, height)
+
+    def side(key: str, where: str, shift: float = 0.0) -> tuple[float, float]:
+        x, y, width, height = boxes[key]
+        pad = 0.5  # the rounded border sits 0.3 outside the box
+        return {"left": (x - width / 2 - pad, y + shift), "right": (x + width / 2 + pad, y + shift),
+                "top": (x + shift, y + height / 2 + pad), "bottom": (x + shift, y - height / 2 - pad)}[where]
+
+    def arrow(start: tuple[float, float], end: tuple[float, float], colour: str = "0.25", style: str = "-|>",
+              connection: str = "arc3", linestyle: str = "-", width: float = 1.8) -> None:
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=16, color=colour,
+                                     linewidth=width, linestyle=linestyle, connectionstyle=connection,
+                                     shrinkA=0, shrinkB=0, zorder=1))
+
+    loss_style = {"fontsize": 10.5, "color": "#b2182b", "fontstyle": "italic"}
+
+    # ---- step 1, real path (top row)
+    top = 56.0
+    ax.text(1.5, 70.0, "Step 1: train the segmentation network and the feature generator on the seen classes",
+            fontsize=13, fontweight="bold", va="top")
+    box("image", 7, top, 10, 9, "image", "real")
+    box("backbone", 24, top, 15, 11, "DeepLabV2\nResNet-101\n+ ASPP", "real")
+    box("h", 40, top, 10, 9, "semantic\nfeature $h$", "real")
+    box("context", 57.5, top, 19, 11, "contextual module\ndilated 3x3 convs\n(1, 2, 5) + gates", "context")
+    box("z", 77, top, 13, 9, "latent code $z$\n$(\\mu, \\log\\sigma^2)$", "context")
+    box("x", 98, top, 19, 9, "real feature\n$x = \\sigma(h + h\\,\\sigma(z))$", "real")
+    box("judge", 120.5, 47, 16, 23, "classifier\n(S+U+1 logits)\n\n+\n\ndiscriminator\n(real / fake)", "judge")
+    arrow(side("image", "right"), side("backbone", "left"))
+    arrow(side("backbone", "right"), side("h", "left"))
+    arrow(side("h", "right"), side("context", "left"))
+    arrow(side("context", "right"), side("z", "left"))
+    arrow(side("z", "right"), side("x", "left"))
+    arrow(side("h", "top"), side("x", "top", -5.0), connection="arc3,rad=-0.12")  # h also enters x directly
+    arrow(side("x", "right"), side("judge", "left", 6.0))
+    ax.text(75.5, 46.0, "KL$(q(z\\,|\\,h)\\,\\|\\,\\mathcal{N}(0, I))$", ha="right", **loss_style)
+
+    # ---- step 1, generated path (middle row)
+    middle = 36.0
+    box("w", 48, middle, 21, 9, "word embedding $w$\nof each pixel's class", "fake")
+    box("generator", 77, middle, 15, 9, "generator\n(1x1-conv MLP)", "fake")
+    box("fake", 98, middle, 19, 9, "fake feature\n$\\tilde{x} = G(w, z)$", "fake")
+    arrow(side("w", "right"), side("generator", "left"), colour="#d9630b")
+    arrow(side("z", "bottom"), side("generator", "top"), colour="#6a51a3")
+    arrow(side("generator", "right"), side("fake", "left"), colour="#d9630b")
+    arrow(side("fake", "right"), side("judge", "left", -6.0), colour="#d9630b")
+    arrow(side("x", "bottom"), side("fake", "top"), colour="#b2182b", style="<|-|>", linestyle="--", width=1.5)
+    ax.text(99.5, (top + middle) / 2, "MMD", va="center", **loss_style)
+    ax.text(119.5, 33.0, "GAN loss (real vs. fake)\n+ classification loss\non real and fake pixels", va="top",
+            ha="center", **loss_style)
+
+    # ---- step 2 (bottom row)
+    ax.plot([1.5, 128.5], [24.5, 24.5], color="0.6", linestyle="--", linewidth=1.0)
+    ax.text(1.5, 22.5, "Step 2: finetune the classifier on generated features, unseen classes included",
+            fontsize=13, fontweight="bold", va="top")
+    bottom = 9.0
+    box("w2", 20, bottom, 33, 9, "word embeddings of seen + unseen\nclasses (unseen drawn more often)", "fake")
+    box("noise", 52, bottom, 12, 9, "$z \\sim \\mathcal{N}(0, I)$", "context")
+    box("generator2", 77, bottom, 15, 9, "generator", "fake")
+    box("fake2", 98, bottom, 19, 9, "fake features,\nunseen included", "fake")
+    box("classifier2", 120.5, bottom, 16, 9, "classifier\n(finetuned)", "judge", weight="bold")
+    arrow(side("w2", "top", 8.0), side("generator2", "top", -3.0), colour="#d9630b", connection="arc3,rad=-0.25")
+    arrow(side("noise", "right"), side("generator2", "left"), colour="#6a51a3")
+    arrow(side("generator2", "right"), side("fake2", "left"), colour="#d9630b")
+    arrow(side("fake2", "right"), side("classifier2", "left"), colour="#d9630b")
+    ax.text(120.5, bottom + 6.5, "classification loss", ha="center", **loss_style)
+    return figure

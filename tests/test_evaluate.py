@@ -1,4 +1,5 @@
-"""Evaluation protocols: prediction over S+U classes only, label/prediction matching, scores."""
+"""Evaluation protocols: prediction over S+U classes only, label/prediction matching, scores;
+seen-class calibration (penalty, sweep, held-out selection)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,8 @@ from torch import nn
 from cagnet.data import load_dataset_info, resize_labels
 from cagnet.data.datasets import SegmentationDataset
 from cagnet.errors import ConfigError
-from cagnet.evaluate import PROTOCOLS, evaluate, predict_labels
+from cagnet.evaluate import (PROTOCOLS, calibration_sweep, evaluate, held_out_calibration, penalty_grid,
+                             predict_labels, seen_unseen_gap)
 from cagnet.metrics import confusion_matrix, gzsl_scores
 from cagnet.models import build_cagnet
 
@@ -127,3 +129,101 @@ def test_evaluate_a_model_on_a_dataset(tiny_train_benchmark, protocol):
     assert 0.0 <= scores["pixel_acc"] <= 1.0 and not math.isnan(scores["pixel_acc"])
     own_size = evaluate(model, dataset, info, protocol, test_size=None, limit=2, batch_size=2)
     assert own_size["num_images"] == 2
+
+
+# ---------------------------------------------------------------------------------- calibration
+
+
+def test_seen_penalty_zero_changes_nothing_and_a_large_one_predicts_unseen_everywhere():
+    labels = [_labels(4), _labels(5)]
+    plain = evaluate(OracleModel(), _loader(labels), Info(), "original")
+    zero = evaluate(OracleModel(), _loader(labels), Info(), "original", seen_penalty=0.0)
+    for key in ("miou", "seen_miou", "unseen_miou", "hiou", "pixel_acc", "class_iou"):
+        assert zero[key] == plain[key], key
+    assert plain["seen_penalty"] == 0.0
+
+    logits = OracleModel()(_loader(labels).dataset[0]["image"][None])
+    assert torch.equal(predict_labels(logits, S + U, seen_penalty=0.0, num_seen=S), predict_labels(logits, S + U))
+    assert (predict_labels(logits, S + U, seen_penalty=1000.0, num_seen=S) >= S).all()
+    assert (predict_labels(logits, S + U, (40, 48), seen_penalty=1000.0, num_seen=S) >= S).all()
+    # the extra output stays out even when the seen classes are pushed down
+    assert (predict_labels(logits, S + U, seen_penalty=1000.0, num_seen=S) < S + U).all()
+
+    calibrated = evaluate(OracleModel(), _loader(labels), Info(), "original", seen_penalty=1000.0)
+    assert calibrated["seen_penalty"] == 1000.0
+    assert all(calibrated["class_iou"][k] == 0.0 for k in range(S))     # no pixel predicted seen
+    assert calibrated["seen_pixel_acc"] == 0.0 and calibrated["unseen_pixel_acc"] == 1.0
+    with pytest.raises(ConfigError, match="num_seen"):
+        predict_labels(logits, S + U, seen_penalty=1.0)
+    with pytest.raises(ConfigError, match="finite"):
+        predict_labels(logits, S + U, seen_penalty=float("inf"), num_seen=S)
+
+
+def test_penalty_grid_spans_the_gaps():
+    logits = torch.zeros(1, S + U + 1, 2, 3)
+    logits[0, 0] = torch.tensor([[3.0, 1.0, -2.0], [5.0, 0.5, 2.0]])
+    gaps = seen_unseen_gap(logits, S, S + U)
+    assert gaps.shape == (1, 2, 3)
+    grid = penalty_grid(gaps, count=5)
+    assert grid[0] == 0.0 and grid == sorted(set(grid)) and grid[-1] > 5.0
+    assert (predict_labels(logits, S + U, seen_penalty=grid[-1], num_seen=S) >= S).all()
+    assert penalty_grid(torch.full((4,), -1.0)) == [0.0]
+    with pytest.raises(ConfigError):
+        penalty_grid(gaps, count=1)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sweep_equals_evaluate_at_every_penalty(tiny_train_benchmark, protocol):
+    info = load_dataset_info(tiny_train_benchmark)
+    dataset = SegmentationDataset(tiny_train_benchmark, "test", info=info)
+    torch.manual_seed(0)
+    model = build_cagnet("tiny", class_embeddings=info.class_embeddings("glove"), num_seen=info.num_seen)
+    sweep = calibration_sweep(model, dataset, info, None, protocol, test_size=48, limit=4, batch_size=2, grid_size=6)
+    assert sweep["num_images"] == 4 and len(sweep["penalties"]) == len(sweep["hiou"]) == len(sweep["scores"])
+    assert sweep["penalties"][0] == 0.0 and len(sweep["penalties"]) >= 3
+    assert sweep["best_penalty"] == sweep["penalties"][sweep["best_index"]]
+    assert sweep["best"]["hiou"] == max(h for h in sweep["hiou"] if not math.isnan(h))
+    for penalty, scores in zip(sweep["penalties"], sweep["scores"]):
+        direct = evaluate(model, dataset, info, protocol, test_size=48, limit=4, batch_size=2, seen_penalty=penalty)
+        for key in ("miou", "seen_miou", "unseen_miou", "hiou", "pixel_acc", "mean_acc", "class_iou"):
+            assert scores[key] == pytest.approx(direct[key], nan_ok=True), (penalty, key)
+    explicit = calibration_sweep(model, dataset, info, [0.0, 1e6], protocol, test_size=48, limit=4, batch_size=2)
+    assert explicit["penalties"] == [0.0, 1e6] and explicit["seen_miou"][1] == 0.0
+    with pytest.raises(ConfigError, match="penalties"):
+        calibration_sweep(model, dataset, info, [], protocol, test_size=48, limit=2)
+
+
+class IgnoredPixelModel(nn.Module):
+    """Labelled pixels score their class by 10; ignored pixels (255, unseen in training labels)
+    score seen class 0 by 5 and unseen class S by 4: a gap of 1 that a penalty in (1, 10) fixes."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, image):
+        labels = image[:, 0].round().long()
+        logits = torch.zeros(labels.shape[0], S + U + 1, *labels.shape[1:])
+        ignored = labels == 255
+        logits.scatter_(1, labels.clamp(max=S - 1)[:, None], 10.0)
+        logits[:, 0][ignored] = 5.0
+        logits[:, S][ignored] = 4.0
+        return logits + self.anchor
+
+
+def test_held_out_calibration_balances_seen_accuracy_and_ignored_pixels():
+    samples = []
+    for seed in range(2):
+        labels = torch.randint(0, S, (6, 8), generator=torch.Generator().manual_seed(seed))
+        labels[:2] = 255
+        image = torch.stack([labels.float(), torch.zeros(6, 8), torch.zeros(6, 8)])
+        samples.append({"image": image, "label": labels})
+    loader = torch.utils.data.DataLoader(samples, batch_size=1)
+    result = held_out_calibration(IgnoredPixelModel(), loader, Info(), grid_size=9)
+    assert result["num_images"] == 2 and result["num_ignored"] == 2 * 16 and result["num_labelled"] == 2 * 32
+    best = result["best_index"]
+    # a pixel flips to unseen when its gap is below the penalty (a tie keeps the seen class)
+    assert 1.0 < result["best_penalty"] <= 10.0
+    assert result["seen_acc"][best] == 1.0 and result["unseen_rate"][best] == 1.0 and result["balance"][best] == 1.0
+    assert result["unseen_rate"][0] == 0.0 and result["seen_acc"][0] == 1.0     # penalty 0: nothing unseen
+    assert result["seen_acc"][-1] == 0.0                                         # beyond every gap: nothing seen

@@ -220,3 +220,152 @@ def test_moving_average_and_training_curves():
     np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), [3.0, 2.5, 1.5])
     with pytest.raises(ValueError):
         viz.plot_training_curves({})
+
+
+# ------------------------------------------------------------------ evaluation figures
+NAMES = ["sky", "grass", "cat", "dog"]  # evaluation order: 2 seen, then 2 unseen
+
+
+def test_overlay_with_legend_marks_unseen_and_hides_classes():
+    image = np.full((4, 4, 3), 100, dtype=np.uint8)
+    mask = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255], [2, 2, 255, 255]], dtype=np.uint8)
+    fig = viz.overlay_with_legend(image, mask, NAMES, num_seen=2, alpha=1.0)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    texts = fig.legends[0].get_texts()
+    assert [t.get_text() for t in texts] == ["sky", "grass", "cat (unseen)", "ignored"]
+    assert {t.get_text() for t in texts if t.get_fontweight() == "bold"} == {"cat (unseen)"}
+    patches = fig.legends[0].get_patches()
+    assert patches[2].get_hatch() and not patches[0].get_hatch()  # unseen patch hatched
+    palette = viz.class_palette(len(NAMES))
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array()[0, 0], palette[0])
+
+    only_sky = viz.overlay_with_legend(image, mask, NAMES, num_seen=2, alpha=1.0, visible_classes=[0])
+    assert [t.get_text() for t in only_sky.legends[0].get_texts()] == ["sky", "ignored"]
+    shown = np.asarray(only_sky.axes[0].images[0].get_array())
+    np.testing.assert_array_equal(shown[0, 0], palette[0])
+    np.testing.assert_array_equal(shown[0, 3], image[0, 3])  # hidden class: the plain image
+    np.testing.assert_array_equal(shown[3, 3], viz.IGNORE_COLOUR)  # ignored pixels stay marked
+    only_sky.canvas.draw()
+
+
+def test_per_image_iou_matches_a_hand_computed_case():
+    label = np.array([[0, 0, 1], [1, 2, 255]], dtype=np.uint8)
+    prediction = np.array([[0, 1, 1], [1, 1, 0]], dtype=np.uint8)  # the 0 under 255 is not counted
+    scores = viz.per_image_iou(label, prediction, num_classes=4, num_seen=2)
+    # class 0: tp 1, union 2; class 1: tp 2, union 4 (4 predicted); class 2: tp 0, union 1; class 3 absent
+    np.testing.assert_allclose(scores["class_iou"], [0.5, 0.5, 0.0, np.nan])
+    assert scores["classes"] == [0, 1, 2]
+    assert scores["miou"] == pytest.approx(1.0 / 3.0)
+    assert scores["seen_miou"] == pytest.approx(0.5) and scores["unseen_miou"] == 0.0 and scores["hiou"] == 0.0
+    plain = viz.per_image_iou(label, prediction, num_classes=4)
+    assert set(plain) == {"class_iou", "classes", "miou"} and plain["miou"] == pytest.approx(1.0 / 3.0)
+
+
+def test_confusion_matrix_rows_normalised_blocks_and_unseen_ticks():
+    import torch
+
+    counts = torch.tensor([[8, 1, 0, 0, 1],
+                           [0, 5, 5, 0, 0],
+                           [2, 0, 6, 0, 2],
+                           [0, 0, 0, 0, 0]])  # [K, K + 1]: last column = predictions outside the classes
+    fig = viz.plot_confusion_matrix(counts, NAMES, num_seen=2)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2  # heatmap + colour bar
+    ax = fig.axes[0]
+    shown = np.asarray(ax.images[0].get_array(), dtype=float)
+    assert shown.shape == (4, 5)  # the "other" column holds counts, so it is drawn
+    np.testing.assert_allclose(np.nansum(shown[:3], axis=1), 1.0)
+    assert np.isnan(shown[3]).all()  # a class without pixels stays blank
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sky", "grass", "cat*", "dog*", "other"]
+    assert [t.get_fontweight() == "bold" for t in ax.get_yticklabels()] == [False, False, True, True]
+    assert [t.get_fontweight() == "bold" for t in ax.get_xticklabels()] == [False, False, True, True, False]
+    separators = {(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.lines}
+    assert ((0, 1), (1.5, 1.5)) in separators and ((1.5, 1.5), (0, 1)) in separators  # seen | unseen lines
+
+    square = viz.plot_confusion_matrix(counts[:, :4].numpy(), NAMES, num_seen=2)
+    assert np.asarray(square.axes[0].images[0].get_array()).shape == (4, 4)
+    no_other = counts.clone()
+    no_other[:, 4] = 0
+    hidden = np.asarray(viz.plot_confusion_matrix(no_other, NAMES, 2).axes[0].images[0].get_array(), dtype=float)
+    assert hidden.shape == (4, 4)
+    np.testing.assert_allclose(np.nansum(hidden[:3], axis=1), 1.0)
+    raw = viz.plot_confusion_matrix(counts, NAMES, 2, normalize=None)
+    assert np.asarray(raw.axes[0].images[0].get_array())[0, 0] == 8
+    fig.canvas.draw()
+    with pytest.raises(ValueError):
+        viz.plot_confusion_matrix(counts[:3], NAMES, 2)
+    with pytest.raises(ValueError):
+        viz.plot_confusion_matrix(counts, NAMES, 2, normalize="rows")
+
+
+def test_plot_class_iou_groups_methods_and_marks_unseen():
+    ours = [0.8, 0.6, 0.4, float("nan")]
+    fig = viz.plot_class_iou({"CaGNet": ours, "baseline": {"sky": 0.5, "cat": 0.1}}, NAMES, num_seen=2)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    ax = fig.axes[0]
+    first, second = ax.containers
+    np.testing.assert_allclose([b.get_height() for b in first], [80.0, 60.0, 40.0, 0.0])
+    np.testing.assert_allclose([b.get_height() for b in second], [50.0, 0.0, 10.0, 0.0])
+    assert first[2].get_hatch() and not first[0].get_hatch()  # unseen bars hatched
+    assert first[2].get_x() - first[1].get_x() == pytest.approx(2.0)  # a gap between seen and unseen
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sky", "grass", "cat*", "dog*"]
+    assert [t.get_fontweight() == "bold" for t in ax.get_xticklabels()] == [False, False, True, True]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[0] == "CaGNet: seen 70.0, unseen 40.0, hIoU 50.9"
+    single = viz.plot_class_iou(np.array(ours), NAMES, num_seen=2)
+    assert len(single.axes[0].containers) == 1
+    with pytest.raises(ValueError):
+        viz.plot_class_iou({"CaGNet": ours[:3]}, NAMES, 2)
+    with pytest.raises(ValueError):
+        viz.plot_class_iou({"CaGNet": {"horse": 0.3}}, NAMES, 2)
+
+
+def test_calibration_sweep_marks_the_best_hiou():
+    penalties = [0.0, 0.5, 1.0, 1.5]
+    seen = [0.8, 0.7, 0.6, 0.3]
+    unseen = [0.1, 0.3, 0.5, 0.6]
+    hiou = [2 * s * u / (s + u) for s, u in zip(seen, unseen)]
+    fig = viz.plot_calibration_sweep(penalties[::-1], seen[::-1], unseen[::-1], hiou[::-1])  # any order
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    ax = fig.axes[0]
+    best = [line for line in ax.lines if line.get_label().startswith("best hIoU")]
+    assert len(best) == 1
+    assert best[0].get_xdata()[0] == 1.0 and best[0].get_ydata()[0] == pytest.approx(100 * hiou[2])
+    assert best[0].get_label() == f"best hIoU {100 * hiou[2]:.1f} at penalty 1"
+    hiou_line = next(line for line in ax.lines if line.get_label() == "hIoU")
+    np.testing.assert_allclose(hiou_line.get_xdata(), penalties)
+    chosen = viz.plot_calibration_sweep(penalties, seen, unseen, hiou, best=0.5)
+    marker = next(line for line in chosen.axes[0].lines if line.get_label().startswith("best hIoU"))
+    assert marker.get_xdata()[0] == 0.5
+    with pytest.raises(ValueError):
+        viz.plot_calibration_sweep(penalties, seen[:2], unseen, hiou)
+
+
+def test_plot_method_panels_one_row_with_per_image_scores():
+    image = np.full((2, 3, 3), 50, dtype=np.uint8)
+    label = np.array([[0, 0, 1], [1, 2, 255]], dtype=np.uint8)
+    predictions = {"CaGNet": np.array([[0, 1, 1], [1, 1, 0]]), "perfect": label.copy()}
+    fig = viz.plot_method_panels(image, label, predictions, NAMES, num_seen=2)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:2] == ["image", "ground truth"]
+    assert titles[2] == "CaGNet\nmIoU 33.3 | hIoU 0.0"  # see the hand-computed per-image IoU test
+    assert titles[3] == "perfect\nmIoU 100.0 | hIoU 100.0"
+    texts = fig.legends[0].get_texts()
+    assert {t.get_text() for t in texts if t.get_fontweight() == "bold"} == {"cat (unseen)"}
+    hidden = viz.plot_method_panels(image, label, predictions, NAMES, num_seen=2, visible_classes=[2],
+                                    show_iou=False, alpha=1.0)
+    assert hidden.axes[2].get_title() == "CaGNet"
+    assert [t.get_text() for t in hidden.legends[0].get_texts()] == ["cat (unseen)", "ignored"]
+    np.testing.assert_array_equal(np.asarray(hidden.axes[1].images[0].get_array())[0, 0], image[0, 0])
+    fig.canvas.draw()
+
+
+def test_plot_pipeline_draws_the_named_stages():
+    fig = viz.plot_pipeline()
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    text = " ".join(t.get_text() for t in fig.axes[0].texts)
+    for stage in ("DeepLabV2", "ASPP", "contextual module", "latent code", "real feature", "generator",
+                  "discriminator", "word embedding", "MMD", "KL", "Step 2", "finetuned"):
+        assert stage in text
+    assert len(fig.axes[0].patches) >= 20  # boxes and arrows
+    fig.canvas.draw()

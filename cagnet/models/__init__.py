@@ -7,10 +7,12 @@ Modules, each readable on its own:
 ``generator``      per-pixel MLP: [word embedding ; latent] -> fake feature
 ``discriminator``  shared layer + real/fake head + classifier head
 ``cagnet``         the full model, :class:`ModelConfig`, presets, :func:`build_cagnet`
+``baselines``      the comparison methods SPNet and ZS3Net (with its GMMN generator)
 ``convert``        checkpoints of the original implementation <-> this model
 """
 from cagnet.models.backbone import (ASPP, BACKBONE_PRESETS, Bottleneck, ConvBN, DeepLabV2, FrozenBatchNorm2d,
                                     max_fuse, resize_to_scale)
+from cagnet.models.baselines import NEGATIVE_LOGIT, SPNet, GMMNGenerator, ZS3Net
 from cagnet.models.cagnet import (MODEL_PRESETS, CaGNet, ContextOutput, ModelConfig, build_cagnet,
                                   count_parameters, model_config)
 from cagnet.models.contextual import (ContextualLatent, ContextualModule, real_feature,
@@ -28,4 +30,5 @@ __all__ = [
     "LoadReport", "config_from_original_state_dict", "load_checkpoint", "original_to_project_key", "project_to_original_key", "read_checkpoint",
     "save_original_checkpoint", "to_original_state_dict",
     "Discriminator", "FeatureGenerator",
+    "NEGATIVE_LOGIT", "SPNet", "GMMNGenerator", "ZS3Net",
 ]

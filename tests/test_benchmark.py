@@ -1,0 +1,131 @@
+"""``run_benchmark`` / ``python -m cagnet benchmark``: the table files, the format, errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cagnet.benchmark import (METHODS, PAPER_ORDER, TABLE_COLUMNS, check_methods, format_table_markdown,
+                              load_table, run_benchmark, write_table)
+from cagnet.cli import build_parser, main
+from cagnet.config import load_train_config
+from cagnet.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+TINY_ITERATIONS = ["schedules.step1.iterations=2", "schedules.mixed.iterations=2", "schedules.st.iterations=1",
+                   "schedules.st_mixed.iterations=2"]
+
+
+@pytest.mark.slow
+def test_run_benchmark_writes_the_table(tiny_train_overrides, tmp_path):
+    config = load_train_config("tutorial", [*tiny_train_overrides, *TINY_ITERATIONS])
+    out = tmp_path / "bench"
+    table = run_benchmark(config, seeds=(3,), out_dir=out, methods=("CaGNet", "SPNet-c"), progress=False)
+    stored = load_table(out / "table.json")
+    assert stored == json.loads(json.dumps(table))
+    assert load_table(out) == stored
+    assert set(stored) >= {"methods", "seeds", "per_seed", "config", "protocol"}
+    assert stored["seeds"] == [3] and stored["config"] == "tutorial"
+    assert set(stored["methods"]) == {"CaGNet", "SPNet-c"}
+    for method in ("CaGNet", "SPNet-c"):
+        for key in TABLE_COLUMNS:
+            entry = stored["methods"][method][key]
+            assert set(entry) == {"mean", "std"} and 0.0 <= entry["mean"] <= 1.0 and entry["std"] == 0.0
+        run = stored["per_seed"]["3"][method]
+        assert run["num_images"] == 8 and run["seconds"] > 0
+        assert stored["methods"][method]["hiou"]["mean"] == run["hiou"]
+    calibrated = stored["per_seed"]["3"]["SPNet-c"]
+    assert calibrated["seen_penalty"] >= 0.0 and calibrated["held_out_images"] == 2
+    assert "oracle_penalty" in calibrated
+    protocol = stored["protocol"]
+    assert protocol["evaluation"] == "original" and protocol["test_size"] == 64 and protocol["held_out_images"] == 2
+    assert protocol["cagnet_iterations"]["step1"] == 2 and protocol["baseline_iterations"]["spnet"] == 2
+    # CaGNet ran through the engine with the seed, in <out>/<seed>/cagnet/<schedule>
+    for schedule in ("step1", "mixed"):
+        assert (out / "3" / "cagnet" / schedule / "checkpoint.pt").is_file()
+    assert "seed: 3" in (out / "3" / "cagnet" / "step1" / "config.yaml").read_text()
+    assert not (out / "3" / "cagnet" / "st").exists()
+    assert (out / "3" / "spnet" / "calibration.json").is_file()
+    markdown = (out / "table.md").read_text()
+    assert "| Method | pixel acc | mean acc | mIoU | S-mIoU | U-mIoU | hIoU |" in markdown
+    assert markdown.index("| SPNet-c |") < markdown.index("| CaGNet |")
+
+
+def _fake_table(seeds):
+    per_seed = {str(s): {m: {k: 0.1 * (i + 1) + 0.01 * s for k in TABLE_COLUMNS} for i, m in enumerate(METHODS)}
+                for s in seeds}
+    from cagnet.benchmark import aggregate
+
+    return {"methods": aggregate(per_seed, METHODS), "seeds": list(seeds), "per_seed": per_seed,
+            "config": "tutorial", "protocol": {"evaluation": "original", "test_size": 128, "num_test_images": 150}}
+
+
+def test_markdown_format_and_round_trip(tmp_path):
+    table = _fake_table([0, 1])
+    text = format_table_markdown(table)
+    lines = text.splitlines()
+    assert lines[0] == "| Method | pixel acc | mean acc | mIoU | S-mIoU | U-mIoU | hIoU |"
+    assert [line.split("|")[1].strip() for line in lines[2:]] == list(PAPER_ORDER)
+    # SPNet (first method, values 0.10 and 0.11): mean 10.50 %, sample std 0.71 %
+    assert "| SPNet | 10.50 ± 0.71 |" in text
+    single = format_table_markdown(_fake_table([0]))
+    assert "±" not in single and "| SPNet | 10.00 |" in single
+    json_path, md_path = write_table(table, tmp_path)
+    assert load_table(json_path)["methods"] == json.loads(json.dumps(table["methods"]))
+    assert text in md_path.read_text()
+    table["methods"]["SPNet"]["hiou"] = {"mean": float("nan"), "std": float("nan")}
+    write_table(table, tmp_path)                                   # NaN is stored as null, strict JSON
+    assert load_table(tmp_path)["methods"]["SPNet"]["hiou"]["mean"] is None
+    assert "n/a" in format_table_markdown(load_table(tmp_path))
+    with pytest.raises(ConfigError, match="not found"):
+        load_table(tmp_path / "missing.json")
+
+
+def test_method_names_are_checked():
+    assert check_methods(["CaGNet+ST", "SPNet", "SPNet"]) == ("SPNet", "CaGNet+ST")
+    with pytest.raises(ConfigError, match="unknown method 'ZS3'"):
+        check_methods(["ZS3"])
+    with pytest.raises(ConfigError, match="no method"):
+        check_methods([])
+    config = load_train_config("tutorial")
+    with pytest.raises(ConfigError, match="duplicate seeds"):
+        run_benchmark(config, seeds=(1, 1), methods=("SPNet",), progress=False)
+
+
+def _one_line_error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path):
+    err = _one_line_error(capsys, ["benchmark", "--methods", "SPNet", "Foo", "--out", str(tmp_path)])
+    assert "unknown method 'Foo'" in err and "CaGNet+ST" in err
+    err = _one_line_error(capsys, ["benchmark", "--methods", "SPNet,Nope", "--out", str(tmp_path)])
+    assert "unknown method 'Nope'" in err
+    assert "--seeds" in _one_line_error(capsys, ["benchmark", "--seeds", "0", "--out", str(tmp_path)])
+    err = _one_line_error(capsys, ["benchmark", "--set", "schedules.step1.iterashuns=3", "--out", str(tmp_path)])
+    assert "iterashuns" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_help_explains_every_option():
+    sub = build_parser()._subparsers._group_actions[0].choices["benchmark"]
+    text = sub.format_help()
+    for option in ("--config", "--seeds", "--out", "--methods", "--held-out", "--set", "--no-progress"):
+        assert option in text
+    for action in sub._actions:
+        assert action.help, action.option_strings
+    methods_help = next(a.help for a in sub._actions if "--methods" in a.option_strings)
+    assert all(method in methods_help for method in METHODS)
+
+
+def test_module_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "cagnet", "benchmark", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "--methods" in result.stdout and "--seeds" in result.stdout

@@ -1,0 +1,81 @@
+"""Tests of the mask explorer: the pure view function and the ipywidgets layer (no frontend)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from cagnet import widgets
+
+NAMES = ["sky", "grass", "cat", "dog"]  # 2 seen, 2 unseen
+
+
+def tiny_test_set():
+    """3 images 6x6 with labels; method "good" is right everywhere, "poor" predicts sky everywhere."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (6, 6, 3), dtype=np.uint8) for _ in range(3)]
+    labels = [rng.integers(0, 4, (6, 6)).astype(np.uint8) for _ in range(3)]
+    labels[1][0] = 255
+    predictions = {"good": [label.copy() for label in labels],
+                   "poor": [np.zeros((6, 6), dtype=np.int64) for _ in labels]}
+    predictions["good"][2][:3] = 2  # image 2 is not perfect
+    return images, labels, predictions
+
+
+def test_explorer_view_is_a_figure_and_an_iou_summary():
+    images, labels, predictions = tiny_test_set()
+    figure, summary = widgets.explorer_view(images, labels, predictions, NAMES, num_seen=2, index=0)
+    assert isinstance(figure, Figure) and len(figure.axes) == 3  # image | ground truth | "good"
+    assert figure.axes[2].get_title().startswith("good\nmIoU 100.0")
+    assert "image 0: good" in summary and "mIoU <b>100.0</b>" in summary
+    assert "<b><i>cat (unseen)</i></b>" in summary
+    _, poor = widgets.explorer_view(images, labels, predictions, NAMES, 2, index=0, method="poor",
+                                    visible_classes=[0])
+    assert "mIoU <b>100.0</b>" not in poor and 'style="color: #999999"' in poor  # hidden classes greyed
+    with pytest.raises(ValueError):
+        widgets.explorer_view(images, labels, predictions, NAMES, 2, method="missing")
+    with pytest.raises(ValueError):
+        widgets.explorer_view(images, labels, predictions, NAMES, 2, index=3)
+    with pytest.raises(ValueError):
+        widgets.explorer_view(images, labels, {"short": predictions["good"][:2]}, NAMES, 2)
+
+
+def test_mask_explorer_redraws_on_every_control():
+    ipywidgets = pytest.importorskip("ipywidgets")
+    images, labels, predictions = tiny_test_set()
+    explorer = widgets.mask_explorer(images, labels, predictions, NAMES, num_seen=2, dpi=40)
+    assert isinstance(explorer, ipywidgets.Widget)
+    image_slider, method_dropdown, opacity_slider = explorer.children[0].children
+    class_select, view, scores = explorer.children[1].children
+    assert (image_slider.min, image_slider.max) == (0, 2)
+    assert list(method_dropdown.options) == ["good", "poor"]
+    assert [label for label, _ in class_select.options] == ["sky", "grass", "cat (unseen)", "dog (unseen)"]
+    assert class_select.value == (0, 1, 2, 3)
+
+    def state():
+        return bytes(view.value), scores.value
+
+    png, text = state()
+    assert png.startswith(b"\x89PNG") and "image 0: good" in text
+    seen = {png}
+    image_slider.value = 2
+    png, text = state()
+    assert png not in seen and "image 2: good" in text and "mIoU <b>100.0</b>" not in text
+    seen.add(png)
+    method_dropdown.value = "poor"
+    png, text = state()
+    assert png not in seen and "image 2: poor" in text
+    seen.add(png)
+    opacity_slider.value = 0.0
+    png, same_text = state()
+    assert png not in seen and same_text == text  # opacity changes the picture only
+    seen.add(png)
+    opacity_slider.value = 1.0
+    opaque, _ = state()
+    class_select.value = (0,)
+    png, text = state()
+    assert png != opaque and 'style="color: #999999"' in text  # only sky coloured, other rows greyed
