@@ -42,7 +42,7 @@ from torch import nn
 
 from cagnet.errors import ConfigError
 from cagnet.models.backbone import DeepLabV2, FrozenBatchNorm2d
-from cagnet.models.cagnet import ModelConfig
+from cagnet.models.cagnet import ModelConfig, kaiming_init
 
 #: Logit of the outputs that must never win an argmax or take probability mass (the extra
 #: output, and the unseen outputs of SPNet in training mode). Finite, so that softmax and
@@ -59,17 +59,6 @@ def _backbone(config: ModelConfig, output_dim: int) -> DeepLabV2:
     """The DeepLabV2 of ``config`` with ``output_dim`` ASPP channels."""
     return DeepLabV2(config.backbone_blocks, config.base_width, output_dim, config.aspp_dilations,
                      config.freeze_bn)
-
-
-def _kaiming_init(module: nn.Module) -> None:
-    """Kaiming-normal (fan in) conv weights, zero biases, BN weight 1 / bias 0 (as CaGNet)."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            m.reset_parameters()
 
 
 def _as_table(class_embeddings: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -116,7 +105,7 @@ class SPNet(_EmbeddingTable):
         self.config = config
         self.register_buffer("class_embeddings", torch.zeros(config.num_classes, config.embedding_dim))
         self.backbone = _backbone(config, config.embedding_dim)
-        _kaiming_init(self)
+        kaiming_init(self)
         if class_embeddings is not None:
             self.set_class_embeddings(class_embeddings)
 
@@ -210,7 +199,7 @@ class ZS3Net(_EmbeddingTable):
         self.feature_norm = (FrozenBatchNorm2d(config.feature_dim) if config.freeze_bn
                              else nn.BatchNorm2d(config.feature_dim))
         self.classifier = nn.Conv2d(config.feature_dim, config.num_outputs, 1)
-        _kaiming_init(self)
+        kaiming_init(self)
         self.generator = GMMNGenerator(config.embedding_dim, noise_dim or config.embedding_dim,
                                        config.feature_dim, gmmn_hidden, gmmn_dropout)
         if class_embeddings is not None:

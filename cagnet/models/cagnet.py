@@ -53,6 +53,18 @@ from cagnet.models.discriminator import Discriminator
 from cagnet.models.generator import GENERATOR_DROPOUTS, GENERATOR_WIDTHS, FeatureGenerator
 
 
+def kaiming_init(module: nn.Module) -> None:
+    """Kaiming-normal (fan in) weights and zero biases for every conv of ``module``; BN layers
+    reset to weight 1, bias 0 and running statistics 0 / 1 (the original's ``init: kaiming``)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a CaGNet model; flat, typed fields (YAML friendly, see :meth:`from_dict`).
@@ -267,14 +279,8 @@ class CaGNet(nn.Module):
     # ----------------------------------------------------------------- set-up
     def reset_parameters(self) -> None:
         """Kaiming-normal (fan in) conv weights and zero biases, as the original's ``init: kaiming``;
-        BN: weight 1, bias 0, running statistics 0 / 1."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.reset_parameters()
+        BN: weight 1, bias 0, running statistics 0 / 1 (:func:`kaiming_init`)."""
+        kaiming_init(self)
 
     def set_class_embeddings(self, class_embeddings: torch.Tensor | np.ndarray) -> None:
         """Fill both embedding tables from [S+U, E] rows (seen classes first, evaluation order)."""
