@@ -268,6 +268,17 @@ class _Session:
     def autocast(self):
         return autocast_context(self.device, self.amp)
 
+    def update(self, loss: torch.Tensor, optimizers: tuple[torch.optim.Optimizer, ...], phase: str,
+               iteration: int, log_as: str) -> None:
+        """One optimisation step of ``optimizers`` on ``loss`` (refused if it is not finite), logged."""
+        _check_finite(loss, phase, iteration)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+        self.log(log_as, loss)
+
 
 def _check_finite(loss: torch.Tensor, phase: str, iteration: int) -> None:
     """A NaN / infinite loss stops training (before the update) with a one-line error."""
@@ -327,11 +338,7 @@ def train_spnet(config: TrainConfig, *, iterations: int | None = None, seed: int
             with session.autocast():
                 logits = model(image)    # training mode: seen projections, unseen outputs constant
                 loss = classification_loss(logits, resize_labels(labels, logits.shape[-2:]))
-            _check_finite(loss, "SPNet", iteration)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            session.log("spnet", loss)
+            session.update(loss, (optimizer,), "SPNet", iteration, "spnet")
         return model.eval()
 
 
@@ -361,13 +368,7 @@ def _segmentation_phase(session: _Session, model: ZS3Net, iterations: int, secti
             if top_p is None:
                 logits = logits[:, :num_seen]    # ZS3Net's segmentation network knows the seen classes only
             loss = classification_loss(logits, grid_labels)
-        _check_finite(loss, f"ZS3Net {name}", iteration)
-        backbone_opt.zero_grad(set_to_none=True)
-        classifier_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        backbone_opt.step()
-        classifier_opt.step()
-        session.log(name, loss)
+        session.update(loss, (backbone_opt, classifier_opt), f"ZS3Net {name}", iteration, name)
 
 
 def _segmentation_batch(session: _Session, model: ZS3Net, stream: BatchStream, grid: tuple[int, int],
@@ -431,11 +432,7 @@ def _generator_phase(session: _Session, model: ZS3Net, iterations: int, section:
         fake = model.generate(pixel_labels[None, None, :])   # [1, C, 1, P]
         bandwidths = _relative_bandwidths(real, tuple(config.losses.mmd_bandwidths))
         loss = mmd_loss(fake.float(), _to_pixel_map(real), pixel_labels[None, None, :], bandwidths=bandwidths)
-        _check_finite(loss, f"ZS3Net {name}", iteration)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        session.log(name, loss)
+        session.update(loss, (optimizer,), f"ZS3Net {name}", iteration, name)
     model.eval()
 
 
@@ -473,11 +470,7 @@ def _classifier_phase(session: _Session, model: ZS3Net, iterations: int, section
         targets = torch.cat([real_labels, fake_labels])
         logits = model.classify(_to_pixel_map(features))                              # [1, S+U+1, 1, P+Q]
         loss = classification_loss(logits, targets[None, None, :])
-        _check_finite(loss, f"ZS3Net {name}", iteration)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        session.log(name, loss)
+        session.update(loss, (optimizer,), f"ZS3Net {name}", iteration, name)
     model.eval()
 
 
