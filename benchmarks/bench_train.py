@@ -2,7 +2,7 @@
 
 Two cases, each in its own child process (so that peak memory is per case):
 
-``tutorial``  the packaged ``tutorial`` config as it trains (tiny model, 96 px crops, batch 8)
+``tutorial``  the packaged ``tutorial`` config as it trains (tiny model, 128 px images, batch 8)
 ``voc12``     the original VOC architecture (``voc12`` config: DeepLabV2 ResNet-101, C = E = 600
               model, multi-scale 1 / 0.5 / 0.75) at a reduced crop on the CPU (default 161 px,
               batch 2) - the class counts and word embeddings are the embedded benchmark's

@@ -36,12 +36,17 @@ Protocol (also stored under ``"protocol"`` in ``table.json``):
 
 Standard deviations are over seeds (sample standard deviation, ``n - 1``); with one seed
 the table shows means only.
+
+The paper's tables are data too (:data:`PAPER_RESULTS`, :func:`paper_table`), and the scores
+of one run of each method become a table of the same structure with :func:`table_from_scores`,
+so that both print with :func:`format_table_markdown`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -51,6 +56,7 @@ import torch
 
 from cagnet.config import TrainConfig, apply_overrides, to_dict, train_config_from_dict
 from cagnet.errors import ConfigError
+from cagnet.runtime import torch_threads
 
 #: Every method of the comparison, in the order they are trained (dependencies first).
 METHODS: tuple[str, ...] = ("SPNet", "SPNet-c", "ZS3Net", "ZS3Net+ST", "CaGNet", "CaGNet+ST")
@@ -63,6 +69,42 @@ TABLE_NAME = "table.json"
 MARKDOWN_NAME = "table.md"
 #: Share of the training images SPNet-c holds out for its calibration by default.
 HELD_OUT_FRACTION = 0.1
+
+#: Column order of the paper's tables in the original README (hIoU, mIoU, pixel acc., mean acc.,
+#: S-mIoU, U-mIoU).
+_PAPER_COLUMNS: tuple[str, ...] = ("hiou", "miou", "pixel_acc", "mean_acc", "seen_miou", "unseen_miou")
+_PAPER_ROWS: dict[str, dict[str, tuple[float, ...]]] = {
+    "voc12": {  # Pascal-VOC
+        "SPNet":     (0.0002, 0.5687, 0.7685, 0.7093, 0.7583, 0.0001),
+        "SPNet-c":   (0.2610, 0.6315, 0.7755, 0.7188, 0.7800, 0.1563),
+        "ZS3Net":    (0.2874, 0.6164, 0.7941, 0.7349, 0.7730, 0.1765),
+        "CaGNet":    (0.3972, 0.6545, 0.8068, 0.7636, 0.7840, 0.2659),
+        "ZS3Net+ST": (0.3328, 0.6302, 0.8095, 0.7382, 0.7802, 0.2115),
+        "CaGNet+ST": (0.4366, 0.6577, 0.8164, 0.7560, 0.7859, 0.3031),
+    },
+    "context": {  # Pascal-Context
+        "SPNet":     (0.0000, 0.2938, 0.5793, 0.4486, 0.3357, 0.0000),
+        "SPNet-c":   (0.0718, 0.3079, 0.5790, 0.4488, 0.3514, 0.0400),
+        "ZS3Net":    (0.1246, 0.3010, 0.5710, 0.4442, 0.3304, 0.0768),
+        "CaGNet":    (0.2061, 0.3347, 0.5924, 0.4900, 0.3610, 0.1442),
+        "ZS3Net+ST": (0.1488, 0.3102, 0.5725, 0.4532, 0.3398, 0.0953),
+        "CaGNet+ST": (0.2252, 0.3352, 0.5961, 0.4962, 0.3644, 0.1630),
+    },
+    "cocostuff": {  # COCO-Stuff
+        "SPNet":     (0.0140, 0.3164, 0.5132, 0.4593, 0.3461, 0.0070),
+        "SPNet-c":   (0.1398, 0.3278, 0.5341, 0.4363, 0.3518, 0.0873),
+        "ZS3Net":    (0.1495, 0.3328, 0.5467, 0.4837, 0.3466, 0.0953),
+        "CaGNet":    (0.1819, 0.3345, 0.5658, 0.4845, 0.3549, 0.1223),
+        "ZS3Net+ST": (0.1620, 0.3367, 0.5631, 0.4862, 0.3489, 0.1055),
+        "CaGNet+ST": (0.1946, 0.3372, 0.5676, 0.4854, 0.3555, 0.1340),
+    },
+}
+#: The comparison tables of the CaGNet paper (its README: Pascal-VOC, Pascal-Context, COCO-Stuff):
+#: dataset (``voc12``, ``context``, ``cocostuff``) -> method -> score, as fractions under the keys
+#: of :data:`TABLE_COLUMNS`.
+PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
+    dataset: {method: dict(zip(_PAPER_COLUMNS, values)) for method, values in rows.items()}
+    for dataset, rows in _PAPER_ROWS.items()}
 
 
 def check_methods(methods: Iterable[str]) -> tuple[str, ...]:
@@ -120,6 +162,32 @@ def aggregate(per_seed: Mapping[str, Mapping[str, Mapping[str, Any]]], methods: 
         if runs:
             table[method] = {key: _mean_std([run.get(key) for run in runs]) for key in TABLE_COLUMNS}
     return table
+
+
+def table_from_scores(scores: Mapping[str, Mapping[str, Any]], seed: int | None = None) -> dict[str, Any]:
+    """A table of one run of each method, in the structure of :func:`run_benchmark`'s.
+
+    ``scores``: ``{method: scores}`` with the keys of :data:`TABLE_COLUMNS` (e.g. the dicts
+    of :func:`cagnet.evaluate.evaluate`; other keys are ignored, NaN shows as "n/a").
+    Returns ``methods`` (:func:`aggregate` of the single run: mean = the score, std 0),
+    ``seeds`` (``[seed]``, or empty when None) and ``per_seed`` (``{str(seed) or "run":
+    {method: {score: value}}}``), which :func:`format_table_markdown` prints.
+    """
+    missing = [(m, k) for m, run in scores.items() for k in TABLE_COLUMNS if k not in run]
+    if missing:
+        raise ConfigError(f"scores of {missing[0][0]!r} lack {missing[0][1]!r} (need {', '.join(TABLE_COLUMNS)})")
+    per_seed = {"run" if seed is None else str(seed): {method: _summary(run) for method, run in scores.items()}}
+    return {"methods": aggregate(per_seed, list(scores)), "seeds": [] if seed is None else [int(seed)],
+            "per_seed": per_seed}
+
+
+def paper_table(dataset: str) -> dict[str, Any]:
+    """The paper's table for ``dataset`` (a key of :data:`PAPER_RESULTS`: ``voc12``,
+    ``context``, ``cocostuff``) in the structure of :func:`table_from_scores`, plus
+    ``config`` (the dataset)."""
+    if dataset not in PAPER_RESULTS:
+        raise ConfigError(f"no paper results for dataset {dataset!r} (known: {', '.join(PAPER_RESULTS)})")
+    return {**table_from_scores(PAPER_RESULTS[dataset]), "config": dataset}
 
 
 def _cell(entry: Mapping[str, Any] | None, show_std: bool) -> str:
@@ -209,7 +277,7 @@ class _SeedRun:
     def evaluate(self, model: torch.nn.Module, seen_penalty: float = 0.0) -> dict[str, Any]:
         from cagnet.evaluate import evaluate
 
-        with _threads(self.config.runtime.num_threads):
+        with torch_threads(self.config.runtime.num_threads):
             return evaluate(model, self.test_set, self.info, "original", test_size=self.config.data.test_size,
                             batch_size=self.config.data.test_batch_size, device=self.device,
                             amp=self.config.runtime.amp, seen_penalty=seen_penalty)
@@ -284,7 +352,7 @@ class _SeedRun:
 
         model = self.spnet()
         cfg = self.config
-        with _threads(cfg.runtime.num_threads):
+        with torch_threads(cfg.runtime.num_threads):
             chosen = held_out_calibration(model, held_out_dataset(cfg, self.info, self.held_out), self.info,
                                           test_size=cfg.data.test_size, batch_size=cfg.data.test_batch_size,
                                           device=self.device, amp=cfg.runtime.amp)
@@ -307,21 +375,6 @@ class _SeedRun:
         return scores, extra
 
 
-class _threads:
-    """Context: ``count`` torch threads (None: unchanged), restored afterwards."""
-
-    def __init__(self, count: int | None) -> None:
-        self.count = count
-
-    def __enter__(self) -> None:
-        self.previous = torch.get_num_threads()
-        if self.count:
-            torch.set_num_threads(self.count)
-
-    def __exit__(self, *exc) -> None:
-        torch.set_num_threads(self.previous)
-
-
 def _protocol(config: TrainConfig, held_out: int, num_test_images: int | None) -> dict[str, Any]:
     from cagnet.train.baselines import baseline_budget
 
@@ -340,9 +393,42 @@ def _protocol(config: TrainConfig, held_out: int, num_test_images: int | None) -
     }
 
 
+def _seed_worker(config_data: dict[str, Any], seed: int, out_dir: str, methods: Sequence[str], held_out: int | None,
+                 threads: int | None, events: Any = None) -> dict[str, Any]:
+    """One seed's records, in a worker process of :func:`run_benchmark` (``jobs > 1``); puts
+    ``(seed, method, None)`` when a method starts and ``(seed, method, hiou)`` when it is done
+    on the ``events`` queue."""
+    config = train_config_from_dict(config_data)
+    if threads:
+        config = seed_config(config, config.runtime.seed, [f"runtime.num_threads={threads}"])
+    run = _SeedRun(config, seed, Path(out_dir), held_out)
+    records = {}
+    for method in methods:
+        if events is not None:
+            events.put((seed, method, None))
+        records[method] = run.run(method)
+        if events is not None:
+            events.put((seed, method, records[method]["hiou"]))
+    return {"records": records, **_run_facts(run)}
+
+
+def _run_facts(run: _SeedRun) -> dict[str, Any]:
+    """What the table records of a seed's run besides the scores."""
+    return {"config": run.config, "held_out": run.held_out, "class_names": list(run.info.eval_class_names),
+            "num_seen": run.info.num_seen, "num_unseen": run.info.num_unseen}
+
+
+def _worker_threads(config: TrainConfig, jobs: int) -> int | None:
+    """Threads per worker process: the config's, else the cores shared out (at least 1), so that
+    parallel seeds do not oversubscribe the CPU (which slows convolutions down many times)."""
+    if config.runtime.num_threads:
+        return None
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def run_benchmark(config: TrainConfig, seeds: Sequence[int] = (0, 1, 2), out_dir: str | Path | None = None,
                   methods: Sequence[str] = METHODS, progress: bool = True, *,
-                  held_out: int | None = None) -> dict[str, Any]:
+                  held_out: int | None = None, jobs: int = 1) -> dict[str, Any]:
     """Train and score every method for every seed; write ``table.json`` and ``table.md``.
 
     Args:
@@ -355,8 +441,12 @@ def run_benchmark(config: TrainConfig, seeds: Sequence[int] = (0, 1, 2), out_dir
             ``calibration.json``).
         methods: any of :data:`METHODS` (a method's prerequisites are trained even when not
             requested: ZS3Net for ZS3Net+ST, CaGNet's step1/mixed for CaGNet+ST).
-        progress: a progress bar over (method, seed) naming the running one.
+        progress: a progress bar over (method, seed) naming the running one (with ``jobs > 1``:
+            over seeds, advancing as each one finishes).
         held_out: SPNet-c's held-out training images (default 10 %, :func:`default_held_out`).
+        jobs: seeds trained at the same time, each in its own process (CPU: with
+            ``runtime.num_threads`` unset, each process gets ``cores // jobs`` threads). The
+            results are those of ``jobs=1`` (every run depends on its seed only).
 
     Returns:
         the table: ``methods`` ({method: {score: {"mean", "std"}}} for ``pixel_acc``,
@@ -370,7 +460,31 @@ def run_benchmark(config: TrainConfig, seeds: Sequence[int] = (0, 1, 2), out_dir
         raise ConfigError("benchmark: no seed given")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"benchmark: duplicate seeds {seeds}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"benchmark: jobs must be a positive integer, got {jobs!r}")
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name / "benchmark"
+    started = time.perf_counter()
+    if jobs == 1:
+        per_seed, facts = _run_sequential(config, seeds, out_dir, methods, progress, held_out)
+    else:
+        per_seed, facts = _run_parallel(config, seeds, out_dir, methods, progress, held_out, jobs)
+    table = {
+        "methods": aggregate(per_seed, methods),
+        "seeds": seeds,
+        "per_seed": per_seed,
+        "config": config.name,
+        "protocol": _protocol(facts["config"], facts["held_out"], per_seed[str(seeds[0])][methods[0]]["num_images"]),
+        "class_names": facts["class_names"],
+        "num_seen": facts["num_seen"],
+        "num_unseen": facts["num_unseen"],
+        "seconds": time.perf_counter() - started,
+    }
+    write_table(table, out_dir)
+    return _json_safe(table)
+
+
+def _run_sequential(config: TrainConfig, seeds: list[int], out_dir: Path, methods: Sequence[str], progress: bool,
+                    held_out: int | None) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     tasks = [(seed, method) for seed in seeds for method in methods]
     bar = None
     if progress:
@@ -378,7 +492,6 @@ def run_benchmark(config: TrainConfig, seeds: Sequence[int] = (0, 1, 2), out_dir
 
         bar = tqdm(total=len(tasks), desc="benchmark", unit="run", dynamic_ncols=True)
     per_seed: dict[str, dict[str, Any]] = {}
-    started = time.perf_counter()
     run = None
     try:
         for seed, method in tasks:
@@ -393,16 +506,55 @@ def run_benchmark(config: TrainConfig, seeds: Sequence[int] = (0, 1, 2), out_dir
     finally:
         if bar is not None:
             bar.close()
-    table = {
-        "methods": aggregate(per_seed, methods),
-        "seeds": seeds,
-        "per_seed": per_seed,
-        "config": config.name,
-        "protocol": _protocol(run.config, run.held_out, per_seed[str(seeds[0])][methods[0]]["num_images"]),
-        "class_names": list(run.info.eval_class_names),
-        "num_seen": run.info.num_seen,
-        "num_unseen": run.info.num_unseen,
-        "seconds": time.perf_counter() - started,
-    }
-    write_table(table, out_dir)
-    return _json_safe(table)
+    return per_seed, _run_facts(run)
+
+
+def _run_parallel(config: TrainConfig, seeds: list[int], out_dir: Path, methods: Sequence[str], progress: bool,
+                  held_out: int | None, jobs: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    import multiprocessing
+    import queue as queue_module
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    threads = _worker_threads(config, jobs)
+    # spawn: a fresh interpreter per worker (fork would copy torch's thread pools and locks)
+    context = multiprocessing.get_context("spawn")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(seeds) * len(methods), desc="benchmark", unit="run", dynamic_ncols=True)
+    with context.Manager() as manager, ProcessPoolExecutor(max_workers=min(jobs, len(seeds)),
+                                                           mp_context=context) as pool:
+        events = manager.Queue() if bar is not None else None
+        futures = {pool.submit(_seed_worker, to_dict(config), seed, str(out_dir), tuple(methods), held_out,
+                               threads, events): seed for seed in seeds}
+        running: dict[int, str] = {}
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()  # a worker's error stops the benchmark here
+                while events is not None:
+                    try:
+                        seed, method, hiou = events.get_nowait()
+                    except queue_module.Empty:
+                        break
+                    if hiou is None:
+                        running[seed] = method
+                    else:
+                        running.pop(seed, None)
+                        bar.update(1)
+                        bar.set_postfix_str(f"last: {method} (seed {seed}) hIoU {100 * hiou:.1f}")
+                    bar.set_description(", ".join(f"{m} (seed {s})" for s, m in sorted(running.items()))
+                                        or "benchmark")
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        results = {futures[future]: future.result() for future in futures}
+    per_seed = {str(seed): results[seed]["records"] for seed in seeds}
+    return per_seed, results[seeds[0]]

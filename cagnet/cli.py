@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                            help="override a config value, e.g. --set schedules.step1.iterations=200 "
                                 "(repeatable; iteration changes apply to CaGNet and the baselines alike)")
+    benchmark.add_argument("--jobs", metavar="N", type=int, default=1,
+                           help="seeds trained at the same time, each in its own process; on a CPU each gets "
+                                "cores / N threads unless runtime.num_threads is set (default: 1)")
     benchmark.add_argument("--no-progress", action="store_true", help="no progress bar")
     benchmark.set_defaults(func=cmd_benchmark)
     return parser
@@ -216,7 +219,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds: need at least 1 seed, got {args.seeds}")
     config = load_train_config(args.config, args.overrides)
     seeds = [config.runtime.seed + k for k in range(args.seeds)]
-    table = run_benchmark(config, seeds, args.out, methods, progress=not args.no_progress, held_out=args.held_out)
+    table = run_benchmark(config, seeds, args.out, methods, progress=not args.no_progress, held_out=args.held_out,
+                          jobs=args.jobs)
     print(format_table_markdown(table))
     out = args.out or f"runs/{config.name}/benchmark"
     print(f"results: {out}/{TABLE_NAME}, {out}/{MARKDOWN_NAME}")

@@ -51,6 +51,7 @@ from cagnet.data.datasets import DatasetInfo, SegmentationDataset
 from cagnet.data.transforms import TestTransform, resize_labels
 from cagnet.errors import ConfigError
 from cagnet.metrics import ConfusionMatrix, harmonic_mean
+from cagnet.runtime import flush_denormals
 
 PROTOCOLS: tuple[str, ...] = ("original", "full")
 
@@ -157,6 +158,7 @@ def _scored_logits(model: nn.Module, data: SegmentationDataset | torch.utils.dat
     ``original``: the target is the label nearest-resized to the logits' grid [h, w];
     ``full``: the full-size label [H, W] (predictions are upsampled to it).
     """
+    flush_denormals()
     if isinstance(data, SegmentationDataset):
         dataset = protocol_dataset(data, protocol, test_size, limit=limit)
         loader = torch.utils.data.DataLoader(_shard(dataset), batch_size=batch_size, shuffle=False,

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from cagnet.benchmark import (METHODS, PAPER_ORDER, TABLE_COLUMNS, check_methods, format_table_markdown,
-                              load_table, run_benchmark, write_table)
+from cagnet.benchmark import (METHODS, PAPER_ORDER, PAPER_RESULTS, TABLE_COLUMNS, check_methods,
+                              format_table_markdown, load_table, paper_table, run_benchmark, table_from_scores,
+                              write_table)
 from cagnet.cli import build_parser, main
 from cagnet.config import load_train_config
 from cagnet.errors import ConfigError
@@ -52,6 +54,23 @@ def test_run_benchmark_writes_the_table(tiny_train_overrides, tmp_path):
     markdown = (out / "table.md").read_text()
     assert "| Method | pixel acc | mean acc | mIoU | S-mIoU | U-mIoU | hIoU |" in markdown
     assert markdown.index("| SPNet-c |") < markdown.index("| CaGNet |")
+
+
+@pytest.mark.slow
+def test_parallel_seeds_give_the_sequential_table(tiny_train_overrides, tmp_path):
+    config = load_train_config("tutorial", [*tiny_train_overrides, *TINY_ITERATIONS])
+    sequential = run_benchmark(config, seeds=(0, 1), out_dir=tmp_path / "one", methods=("SPNet",), progress=False)
+    parallel = run_benchmark(config, seeds=(0, 1), out_dir=tmp_path / "two", methods=("SPNet",), progress=False,
+                             jobs=2)
+    assert parallel["seeds"] == [0, 1] and parallel["protocol"] == sequential["protocol"]
+    assert parallel["methods"] == sequential["methods"]
+    for seed in ("0", "1"):
+        for key in TABLE_COLUMNS:
+            assert parallel["per_seed"][seed]["SPNet"][key] == sequential["per_seed"][seed]["SPNet"][key]
+        assert (tmp_path / "two" / seed / "spnet" / "model.pt").is_file()
+    assert load_table(tmp_path / "two")["methods"] == parallel["methods"]
+    with pytest.raises(ConfigError, match="jobs"):
+        run_benchmark(config, seeds=(0,), out_dir=tmp_path / "x", methods=("SPNet",), progress=False, jobs=0)
 
 
 def _fake_table(seeds):
@@ -129,3 +148,57 @@ def test_module_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "cagnet", "benchmark", "--help"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "--methods" in result.stdout and "--seeds" in result.stdout
+
+
+#: A copy of the original README (its result tables), next to the repository when present.
+SEED_README = Path(__file__).resolve().parents[2] / "shared" / "seed" / "000_226753705dedca73.txt"
+
+
+def _readme_tables(text: str) -> dict[str, dict[str, list[float]]]:
+    """The README's result tables: dataset title -> method -> values in its column order."""
+    tables, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("Our Results on"):
+            current = tables.setdefault(line.removeprefix("Our Results on ").removesuffix(" dataset").strip(), {})
+        elif current is not None and line.count("|") >= 6 and not line.startswith(("Method", "---")):
+            cells = [c.strip() for c in line.split("|") if c.strip()]
+            current[cells[0]] = [float(c) for c in cells[1:]]
+    return tables
+
+
+def test_paper_results_are_the_readme_tables():
+    assert PAPER_RESULTS["voc12"]["CaGNet+ST"] == {"hiou": 0.4366, "miou": 0.6577, "pixel_acc": 0.8164,
+                                                   "mean_acc": 0.7560, "seen_miou": 0.7859, "unseen_miou": 0.3031}
+    for dataset, rows in PAPER_RESULTS.items():
+        assert list(rows) == list(PAPER_ORDER), dataset
+        for method, scores in rows.items():
+            assert set(scores) == set(TABLE_COLUMNS), (dataset, method)
+    if not SEED_README.is_file():
+        pytest.skip(f"the original README copy {SEED_README} is not here")
+    readme = _readme_tables(SEED_README.read_text(encoding="utf-8"))
+    columns = ("hiou", "miou", "pixel_acc", "mean_acc", "seen_miou", "unseen_miou")   # the README's order
+    for dataset, title in (("voc12", "Pascal-VOC"), ("context", "Pascal-Context"), ("cocostuff", "COCO-Stuff")):
+        assert set(readme[title]) == set(PAPER_RESULTS[dataset]), title
+        for method, values in readme[title].items():
+            assert [PAPER_RESULTS[dataset][method][k] for k in columns] == values, (dataset, method)
+
+
+def test_tables_of_one_run_and_of_the_paper_format():
+    scores = {method: {**{key: 0.01 * (i + 1) for key in TABLE_COLUMNS}, "class_iou": [0.5], "protocol": "original"}
+              for i, method in enumerate(METHODS)}
+    scores["SPNet"]["unseen_miou"] = float("nan")
+    table = table_from_scores(scores)
+    assert table["seeds"] == [] and set(table["methods"]) == set(METHODS)
+    assert table["methods"]["ZS3Net"]["hiou"] == {"mean": 0.03, "std": 0.0}
+    lines = format_table_markdown(table).splitlines()
+    assert len(lines) == 2 + len(METHODS) and "±" not in "\n".join(lines)
+    assert [line.split("|")[1].strip() for line in lines[2:]] == list(PAPER_ORDER)
+    assert lines[2] == "| SPNet | 1.00 | 1.00 | 1.00 | 1.00 | n/a | 1.00 |"
+    assert table_from_scores({"CaGNet": scores["CaGNet"]}, seed=4)["seeds"] == [4]
+    with pytest.raises(ConfigError, match="'CaGNet' lack 'pixel_acc'"):
+        table_from_scores({"CaGNet": {"miou": 0.5}})
+    paper = format_table_markdown(paper_table("voc12"))
+    assert "| CaGNet+ST | 81.64 | 75.60 | 65.77 | 78.59 | 30.31 | 43.66 |" in paper
+    assert "| SPNet | 76.85 | 70.93 | 56.87 | 75.83 | 0.01 | 0.02 |" in paper
+    with pytest.raises(ConfigError, match="no paper results for dataset 'ade20k'"):
+        paper_table("ade20k")

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cagnet.config import load_train_config
+from cagnet.config import load_train_config, to_dict
 from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError
 from cagnet.models import build_cagnet, load_checkpoint
 from cagnet.train import engine
@@ -251,3 +251,33 @@ def test_init_from_an_original_layout_checkpoint(tiny_train_overrides, tmp_path,
     train(config, "step1", tmp_path / "run", progress=False, verbose=True, init_model=tmp_path / "original.pth")
     err = capsys.readouterr().err
     assert "original layout" in err and "iteration 40000" in err
+
+
+def test_finished_run_matches_the_recipe(tiny_train_overrides, tmp_path):
+    config = _config(tiny_train_overrides, "schedules.step1.iterations=2")
+    folder = tmp_path / "step1"
+    assert not engine.finished_run(folder, "step1", config)                  # nothing there yet
+    train(config, "step1", folder, progress=False, verbose=False)
+    assert engine.finished_run(folder, "step1", config)
+    # runtime settings other than the seed, and schedules after step1, are not part of its recipe
+    assert engine.finished_run(folder, "step1", _config(tiny_train_overrides, "schedules.step1.iterations=2",
+                                                        "runtime.log_interval=1", "schedules.mixed.iterations=7"))
+    recipe = engine.run_recipe(to_dict(config), "step1")
+    assert recipe["seed"] == config.runtime.seed and list(recipe["schedules"]) == ["step1"]
+    assert "runtime" not in recipe
+    assert list(engine.run_recipe(to_dict(config), "st")["schedules"]) == ["step1", "mixed", "st"]
+    for changed in ("schedules.step1.backbone_lr=0.002", "runtime.seed=5", "losses.gan_type=gan",
+                    "schedules.step1.iterations=3"):
+        assert not engine.finished_run(folder, "step1", _config(tiny_train_overrides,
+                                                                "schedules.step1.iterations=2", changed)), changed
+    assert not engine.finished_run(folder, "mixed", config)                  # another schedule's run
+    lines = (folder / "eval.jsonl").read_text().splitlines()
+    (folder / "eval.jsonl").write_text("\n".join(lines[:-1]) + "\n")           # final evaluation missing
+    assert not engine.finished_run(folder, "step1", config)
+    (folder / "eval.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "checkpoint.pt").write_bytes(b"not a checkpoint")               # unreadable
+    assert not engine.finished_run(folder, "step1", config)
+    (folder / "checkpoint.pt").unlink()                                       # missing
+    assert not engine.finished_run(folder, "step1", config)
+    with pytest.raises(ConfigError, match="unknown schedule 'step2'"):
+        engine.run_recipe(to_dict(config), "step2")

@@ -202,10 +202,9 @@ def default_data_root() -> Path:
     env = os.environ.get("CAGNET_DATA")
     if env:
         return Path(env).expanduser()
-    repo_root = Path(__file__).resolve().parents[2]
-    if (repo_root / "pyproject.toml").is_file() and (repo_root / "cagnet").is_dir():
-        return repo_root / "data" / "synthetic"
-    return Path.cwd() / "data" / "synthetic"
+    from cagnet.tutorial import project_root
+
+    return project_root() / "data" / "synthetic"
 
 
 # --------------------------------------------------------------------------- drawing helpers

@@ -56,7 +56,6 @@ each is multiplied by the median squared distance between real pixel features of
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import random
@@ -75,6 +74,7 @@ from cagnet.errors import ConfigError, DatasetError
 from cagnet.losses import IGNORE_INDEX, classification_loss, mmd_loss
 from cagnet.models.baselines import SPNet, ZS3Net
 from cagnet.models.cagnet import ModelConfig, model_config
+from cagnet.runtime import torch_threads
 from cagnet.train.data import (BatchStream, class_embedding_table, mix_seed, prepare_dataset, training_dataset,
                                training_loader)
 from cagnet.train.distributed import resolve_device
@@ -162,17 +162,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _scaled_decay(decay, iteration: int, phase_iterations: int, section_iterations: int) -> float:
@@ -323,7 +312,7 @@ def train_spnet(config: TrainConfig, *, iterations: int | None = None, seed: int
     seed = config.runtime.seed if seed is None else seed
     iterations = baseline_budget(config).spnet if iterations is None else iterations
     section = config.schedule("step1")
-    with _torch_threads(config.runtime.num_threads):
+    with torch_threads(config.runtime.num_threads):
         session = _Session(config, seed, device, progress, history)
         _seed_everything(seed)
         model = build_spnet(config, session.info) if model is None else copy.deepcopy(model)
@@ -499,7 +488,7 @@ def train_zs3net(config: TrainConfig, *, segmentation_iterations: int | None = N
     iterations = (budget.segmentation if segmentation_iterations is None else segmentation_iterations,
                   budget.generator if generator_iterations is None else generator_iterations,
                   budget.classifier if classifier_iterations is None else classifier_iterations)
-    with _torch_threads(config.runtime.num_threads):
+    with torch_threads(config.runtime.num_threads):
         session = _Session(config, seed, device, progress, history)
         _seed_everything(seed)
         model = build_zs3net(config, session.info) if model is None else copy.deepcopy(model)
@@ -533,7 +522,7 @@ def self_train_zs3net(config: TrainConfig, model: ZS3Net, *, segmentation_iterat
     top_p = st_section.top_p if top_p is None else top_p
     if not 1 <= top_p <= model.config.num_outputs:
         raise ConfigError(f"schedules.st.top_p: {top_p} is outside 1..{model.config.num_outputs}")
-    with _torch_threads(config.runtime.num_threads):
+    with torch_threads(config.runtime.num_threads):
         session = _Session(config, seed, device, progress, history)
         _seed_everything(mix_seed(seed, 1))
         model = copy.deepcopy(model).to(session.device)

@@ -26,6 +26,10 @@ before any update, and leaves the last checkpoint as it was.
 
 Iterations whose batch has no labelled pixel on some feature grid are skipped without
 counting, as in the original.
+
+:func:`finished_run` tells whether a run folder already holds the finished run of a config's
+recipe (:func:`run_recipe`: what decides the weights), so that notebooks and scripts reuse
+it instead of training again.
 """
 from __future__ import annotations
 
@@ -37,16 +41,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 import yaml
 
-from cagnet.config import TrainConfig, to_dict
+from cagnet.config import SCHEDULE_NAMES, TrainConfig, to_dict
 from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError
 from cagnet.losses import IGNORE_INDEX
 from cagnet.models import build_cagnet, load_checkpoint
+from cagnet.runtime import flush_denormals
 from cagnet.train import checkpoint as ckpt
 from cagnet.train.data import (BatchStream, class_embedding_table, mix_seed, prepare_dataset, test_dataset,
                                training_dataset, training_loader)
@@ -174,6 +179,7 @@ class Trainer:
             raise ConfigError(f"runtime.amp: fp16 needs a CUDA device (running on {device.type}); use bf16 or none")
         if runtime.num_threads:
             torch.set_num_threads(runtime.num_threads)
+        flush_denormals()  # saturated sigmoids otherwise slow CPU iterations down several times
         self.amp = runtime.amp
         self._seed_everything(runtime.seed)  # same model initialisation on every process
 
@@ -504,3 +510,49 @@ def train(config: TrainConfig, schedule: str = "step1", out_dir: str | Path | No
     """
     return Trainer(config, schedule, out_dir, init_model=init_model, resume=resume, stop_at=stop_at,
                    progress=progress, verbose=verbose).run()
+
+
+# ------------------------------------------------------------------------------ finished runs
+def run_recipe(config_data: Mapping[str, Any], schedule: str) -> dict[str, Any]:
+    """What decides the weights of a run of ``schedule``, as plain data.
+
+    ``config_data`` is a configuration as plain data (:func:`cagnet.config.to_dict` of a
+    :class:`~cagnet.config.TrainConfig`, or the ``config`` of a training checkpoint). The
+    recipe is that configuration without its ``runtime`` settings (device, threads, logging
+    intervals: they do not change what is learnt) but with ``runtime.seed`` (as ``seed``),
+    and with the schedules of the chain up to ``schedule`` only (``step1`` -> ``mixed`` ->
+    ``st`` -> ``st_mixed``; a run also depends on the runs it starts from, not on later ones).
+    """
+    if schedule not in SCHEDULE_NAMES:
+        raise ConfigError(f"unknown schedule {schedule!r} (expected one of {', '.join(SCHEDULE_NAMES)})")
+    chain = SCHEDULE_NAMES[:SCHEDULE_NAMES.index(schedule) + 1]
+    recipe = {key: value for key, value in config_data.items() if key not in ("runtime", "schedules")}
+    recipe["seed"] = (config_data.get("runtime") or {}).get("seed")
+    schedules = config_data.get("schedules") or {}
+    recipe["schedules"] = {name: schedules.get(name) for name in chain}
+    return recipe
+
+
+def finished_run(folder: str | Path, schedule: str, config: TrainConfig) -> bool:
+    """True when ``folder`` holds a finished run of ``schedule`` with the recipe of ``config``.
+
+    Finished: ``checkpoint.pt`` is a training checkpoint of ``schedule`` at the schedule's
+    last iteration, ``eval.jsonl`` ends with the final evaluation of that iteration, and the
+    checkpoint's configuration has the same :func:`run_recipe` as ``config`` (runtime
+    settings other than the seed may differ). A missing or unreadable checkpoint is not a
+    finished run. Whether the run it started from (``init_from``) was replaced since is not
+    checked.
+    """
+    folder = Path(folder)
+    path = folder / ckpt.CHECKPOINT_NAME
+    if not path.is_file():
+        return False
+    try:
+        saved = ckpt.load_training_checkpoint(path)
+    except CheckpointError:
+        return False
+    iterations = config.schedule(schedule).iterations
+    evaluations = read_jsonl(folder / "eval.jsonl")
+    return (saved.get("schedule") == schedule and saved.get("iteration") == iterations
+            and bool(evaluations) and evaluations[-1].get("iteration") == iterations
+            and run_recipe(saved.get("config") or {}, schedule) == run_recipe(to_dict(config), schedule))

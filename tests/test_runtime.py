@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from cagnet.runtime import flush_denormals, torch_threads
+
+SUBNORMAL_PRODUCT = (1e-30, 1e-10)  # float32 product 1e-40 is subnormal (normal floats end at 1.2e-38)
+
+
+def _product() -> float:
+    a, b = SUBNORMAL_PRODUCT
+    return (torch.tensor([a], dtype=torch.float32) * torch.tensor([b], dtype=torch.float32)).item()
+
+
+def test_flush_denormals_turns_subnormal_results_into_zero():
+    try:
+        torch.set_flush_denormal(False)
+        assert _product() != 0.0  # without flushing the product is a subnormal
+        if not flush_denormals():
+            pytest.skip("this CPU cannot flush subnormals")
+        assert _product() == 0.0
+        assert (torch.tensor([3.0]) * 2.0).item() == 6.0  # normal floats unchanged
+    finally:
+        torch.set_flush_denormal(True)
+
+
+def test_torch_threads_sets_and_restores_the_count_and_flushes():
+    previous = torch.get_num_threads()
+    torch.set_flush_denormal(False)
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+        if torch.set_flush_denormal(True):  # supported: the context had already switched it on
+            torch.set_flush_denormal(False)
+            with torch_threads(None):
+                assert _product() == 0.0
+    assert torch.get_num_threads() == previous
+
+
+def test_torch_threads_restores_the_count_after_an_error():
+    previous = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == previous

@@ -1,0 +1,41 @@
+import pytest
+
+from cagnet.config import SCHEDULE_NAMES, load_train_config
+from cagnet.data import default_data_root
+from cagnet.errors import ConfigError
+from cagnet.tutorial import (BUDGET_VARIABLE, SMOKE_INTERVALS, SMOKE_ITERATIONS, default_runs_root, project_root,
+                             run_budget, smoke_overrides)
+
+
+def test_budget_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(BUDGET_VARIABLE, raising=False)
+    assert run_budget() == "full"
+    monkeypatch.setenv(BUDGET_VARIABLE, "smoke")
+    assert run_budget() == "smoke"
+    monkeypatch.setenv(BUDGET_VARIABLE, "smok")
+    with pytest.raises(ConfigError, match="CAGNET_BUDGET.*'smok'"):
+        run_budget()
+
+
+def test_smoke_overrides_shrink_every_schedule_of_the_tutorial():
+    full = load_train_config("tutorial")
+    smoke = load_train_config("tutorial", smoke_overrides())
+    assert set(SMOKE_ITERATIONS) == set(SCHEDULE_NAMES)
+    for name in SCHEDULE_NAMES:
+        assert smoke.schedule(name).iterations == SMOKE_ITERATIONS[name] < full.schedule(name).iterations
+    for name in ("mixed", "st_mixed"):
+        for key, value in SMOKE_INTERVALS.items():
+            assert getattr(smoke.schedule(name), key) == value
+    # nothing else changes
+    assert smoke.model == full.model and smoke.data == full.data
+
+
+def test_runs_and_data_live_in_the_project_root(monkeypatch):
+    root = project_root()
+    assert (root / "pyproject.toml").is_file() and (root / "cagnet" / "tutorial.py").is_file()
+    assert default_runs_root("tutorial", "full") == root / "runs" / "tutorial"
+    assert default_runs_root("tutorial", "smoke") == root / "runs" / "tutorial_smoke"
+    with pytest.raises(ConfigError, match="'fast'"):
+        default_runs_root("tutorial", "fast")
+    monkeypatch.delenv("CAGNET_DATA", raising=False)
+    assert default_data_root() == root / "data" / "synthetic"
