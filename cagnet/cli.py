@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(mean and standard deviation over seeds, in the paper's format). CaGNet runs the "
                     "config's schedules step1, mixed, st, st_mixed; the other methods get iteration budgets "
                     "derived from them. SPNet-c calibrates on held-out training images, never on unseen "
-                    "labels. One seed of the tutorial config takes roughly 10 minutes on 2 CPU cores.",
+                    "labels. One seed of the tutorial config takes roughly 15 minutes on one CPU thread; "
+                    "--jobs trains several seeds at the same time.",
     )
     benchmark.add_argument("--config", metavar="NAME|PATH", default="tutorial",
                            help="a packaged config (tutorial, voc12, context, cocostuff) or a YAML file "
