@@ -286,6 +286,8 @@ class OptimConfig:
         for name in ("backbone_momentum", "backbone_weight_decay", "aspp_bias_weight_decay", "poly_power",
                      "generator_weight_decay", "discriminator_weight_decay"):
             _positive(f"optim.{name}", getattr(self, name), allow_zero=True)
+        for name in ("backbone", "context", "context_gates", "aspp_weight", "aspp_bias"):
+            _positive(f"optim.lr_multipliers.{name}", getattr(self.lr_multipliers, name), allow_zero=True)
         for beta in self.adam_betas:
             if not 0 <= beta < 1:
                 raise ConfigError(f"optim.adam_betas: each must be in [0, 1), got {list(self.adam_betas)}")

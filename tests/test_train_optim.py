@@ -118,3 +118,23 @@ def test_apply_learning_rates_at_given_iterations():
 
 def test_step_decay_dataclass_defaults_are_the_voc_step1_values():
     assert StepDecay() == StepDecay(start_decay_iter=10000, step_size=5000, gamma=0.71)
+
+
+def test_a_zero_multiplier_freezes_its_groups_and_the_base_rate_is_still_reported():
+    config = load_train_config("voc12", ["optim.lr_multipliers.backbone=0", "optim.lr_multipliers.aspp_weight=0",
+                                         "optim.lr_multipliers.aspp_bias=0"])
+    step1 = config.schedule("step1")
+    model = build_cagnet("small_reference", num_seen=15, num_unseen=5)
+    optimizers = build_optimizers(model, config.optim, step1)
+    rates = apply_learning_rates(optimizers, step1, config.optim, 0)
+    assert rates["backbone"] == pytest.approx(2.5e-4)
+    groups = {g["name"]: g["lr"] for g in optimizers.backbone.param_groups}
+    assert groups["backbone"] == 0.0 and groups["aspp_weight"] == 0.0 and groups["aspp_bias"] == 0.0
+    assert groups["context"] == pytest.approx(5 * 2.5e-4)
+
+
+def test_negative_multipliers_are_rejected():
+    from cagnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="optim.lr_multipliers.context"):
+        load_train_config("voc12", ["optim.lr_multipliers.context=-1"])

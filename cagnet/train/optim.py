@@ -147,11 +147,14 @@ def learning_rate_factors(schedule: ScheduleConfig, optim: OptimConfig, iteratio
 
 def apply_learning_rates(optimizers: Optimizers, schedule: ScheduleConfig, optim: OptimConfig,
                          iteration: int) -> dict[str, float]:
-    """Set every group's ``lr = initial_lr * factor(iteration)``; returns the base-group rates."""
+    """Set every group's ``lr = initial_lr * factor(iteration)``; returns the base rates
+    (the schedule's rate times the factor, before any group multiplier)."""
     factors = learning_rate_factors(schedule, optim, iteration)
+    base = {"backbone": schedule.backbone_lr, "generator": schedule.generator_lr,
+            "discriminator": schedule.discriminator_lr}
     rates = {}
     for name, opt in optimizers.items():
         for group in opt.param_groups:
             group["lr"] = group["initial_lr"] * factors[name]
-        rates[name] = opt.param_groups[0]["lr"] / opt.param_groups[0].get("lr_multiplier", 1.0)
+        rates[name] = base[name] * factors[name]
     return rates
