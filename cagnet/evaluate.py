@@ -203,7 +203,7 @@ def evaluate(model: nn.Module, data: SegmentationDataset | torch.utils.data.Data
              info: DatasetInfo | None = None, protocol: str = "original", *, test_size: int | None = None,
              limit: int | None = None, batch_size: int = 1, num_workers: int = 0,
              device: torch.device | str | None = None, amp: str = "none", progress: bool = False,
-             seen_penalty: float = 0.0) -> dict[str, Any]:
+             seen_penalty: float = 0.0, return_confusion: bool = False) -> dict[str, Any]:
     """GZSL scores of ``model`` on a test split.
 
     Args:
@@ -221,6 +221,9 @@ def evaluate(model: nn.Module, data: SegmentationDataset | torch.utils.data.Data
         amp: ``none``, ``bf16`` or ``fp16`` autocast for the forward pass.
         seen_penalty: subtracted from the S seen-class logits before the argmax (calibrated
             stacking of Chao et al. 2016, as SPNet-c; module docstring). 0 = plain argmax.
+        return_confusion: also return the pixel counts under ``confusion``: int64 [K, K+1]
+            (rows: ground truth in evaluation order; the last column counts predictions outside
+            the K classes), on the CPU.
 
     Returns:
         the scores of :func:`cagnet.metrics.gzsl_scores` (``miou``, ``seen_miou``,
@@ -251,6 +254,8 @@ def evaluate(model: nn.Module, data: SegmentationDataset | torch.utils.data.Data
     scores.update({"protocol": protocol, "num_images": _num_images(count, device),
                    "class_names": info.eval_class_names, "num_seen": info.num_seen,
                    "num_unseen": info.num_unseen, "seen_penalty": seen_penalty})
+    if return_confusion:
+        scores["confusion"] = confusion.matrix.cpu()
     return scores
 
 

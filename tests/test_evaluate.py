@@ -83,6 +83,10 @@ def test_original_protocol_scores_the_prediction_grid():
         assert scores[key] == pytest.approx(reference[key]), key
     assert scores["class_names"] == Info.eval_class_names
     assert scores["num_seen"] == S and scores["num_unseen"] == U
+    assert "confusion" not in scores
+    with_counts = evaluate(OracleModel(), _loader(labels), Info(), "original", return_confusion=True)
+    assert torch.equal(with_counts["confusion"], sum(expected).cpu())
+    assert with_counts["confusion"].shape == (S + U, S + U + 1) and with_counts["hiou"] == scores["hiou"]
 
 
 def test_full_protocol_scores_at_image_resolution():

@@ -281,3 +281,26 @@ def test_finished_run_matches_the_recipe(tiny_train_overrides, tmp_path):
     assert not engine.finished_run(folder, "step1", config)
     with pytest.raises(ConfigError, match="unknown schedule 'step2'"):
         engine.run_recipe(to_dict(config), "step2")
+
+
+def test_current_run_needs_a_finished_run_newer_than_its_start(tiny_train_overrides, tmp_path):
+    import os
+
+    config = _config(tiny_train_overrides, "schedules.step1.iterations=2", "schedules.mixed.iterations=2")
+    assert not engine.current_run(tmp_path, "step1", config)
+    train(config, "step1", tmp_path / "step1", progress=False, verbose=False)
+    assert engine.current_run(tmp_path, "step1", config)                      # no init_from
+    assert not engine.current_run(tmp_path, "mixed", config)
+    trained = train(config, "mixed", tmp_path / "mixed", progress=False, verbose=False)
+    assert engine.current_run(tmp_path, "mixed", config)
+    step1_checkpoint = tmp_path / "step1" / "checkpoint.pt"
+    later = (tmp_path / "mixed" / "checkpoint.pt").stat().st_mtime + 10
+    os.utime(step1_checkpoint, (later, later))                                # step 1 trained again since
+    assert not engine.current_run(tmp_path, "mixed", config)
+    step1_checkpoint.unlink()                                                 # its start is gone
+    assert not engine.current_run(tmp_path, "mixed", config)
+    model = engine.load_run_model(tmp_path / "mixed", config)
+    assert not model.training
+    assert next(engine.load_run_model(tmp_path / "mixed", config, torch.device("cpu")).parameters()).device.type == "cpu"
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, trained.model.state_dict()[name].cpu()), name

@@ -56,7 +56,8 @@ from cagnet.train import checkpoint as ckpt
 from cagnet.train.data import (BatchStream, class_embedding_table, mix_seed, prepare_dataset, test_dataset,
                                training_dataset, training_loader)
 from cagnet.train.distributed import (DistContext, all_reduce_mean, any_process, barrier, gather_objects,
-                                      setup_distributed, sync_buffers, teardown_distributed, wrap_parts)
+                                      resolve_device, setup_distributed, sync_buffers, teardown_distributed,
+                                      wrap_parts)
 from cagnet.train.optim import apply_learning_rates, build_optimizers
 from cagnet.train import steps
 
@@ -556,3 +557,33 @@ def finished_run(folder: str | Path, schedule: str, config: TrainConfig) -> bool
     return (saved.get("schedule") == schedule and saved.get("iteration") == iterations
             and bool(evaluations) and evaluations[-1].get("iteration") == iterations
             and run_recipe(saved.get("config") or {}, schedule) == run_recipe(to_dict(config), schedule))
+
+
+def current_run(runs_root: str | Path, schedule: str, config: TrainConfig) -> bool:
+    """True when ``runs_root/<schedule>`` holds a :func:`finished_run` of ``config``'s recipe
+    that is not older than the run it started from (``runs_root/<init_from>``, when the
+    schedule has one): a run whose starting point was trained again since is out of date."""
+    runs_root = Path(runs_root)
+    folder = runs_root / schedule
+    if not finished_run(folder, schedule, config):
+        return False
+    upstream = config.schedule(schedule).init_from
+    if upstream is None:
+        return True
+    upstream_checkpoint = runs_root / upstream / ckpt.CHECKPOINT_NAME
+    return (upstream_checkpoint.is_file()
+            and (folder / ckpt.CHECKPOINT_NAME).stat().st_mtime >= upstream_checkpoint.stat().st_mtime)
+
+
+def load_run_model(folder: str | Path, config: TrainConfig, device: torch.device | str | None = None
+                   ) -> torch.nn.Module:
+    """The :class:`~cagnet.models.CaGNet` of a run folder's ``checkpoint.pt`` (built from
+    ``config``'s model and class embeddings), in eval mode on ``device`` (a torch.device, or a
+    ``runtime.device`` string such as ``auto``; default: the config's ``runtime.device``)."""
+    info = prepare_dataset(config)
+    model = build_cagnet(config.model, class_embeddings=class_embedding_table(config, info),
+                         num_seen=info.num_seen, num_unseen=info.num_unseen)
+    load_checkpoint(model, Path(folder) / ckpt.CHECKPOINT_NAME)
+    if device is None:
+        device = config.runtime.device
+    return model.to(device if isinstance(device, torch.device) else resolve_device(device)).eval()
