@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,8 +151,11 @@ def test_module_entry_point_help():
     assert result.returncode == 0 and "--methods" in result.stdout and "--seeds" in result.stdout
 
 
-#: A copy of the original README (its result tables), next to the repository when present.
-SEED_README = Path(__file__).resolve().parents[2] / "shared" / "seed" / "000_226753705dedca73.txt"
+#: A copy of the original README (its result tables): in ``seed/`` next to the original reference
+#: folder ($CAGNET_ORIGINAL_REFERENCE, default ../shared/original_cagnet), when present.
+_REFERENCE = Path(os.environ.get("CAGNET_ORIGINAL_REFERENCE")
+                  or Path(__file__).resolve().parents[2] / "shared" / "original_cagnet")
+SEED_README = _REFERENCE.parent / "seed" / "000_226753705dedca73.txt"
 
 
 def _readme_tables(text: str) -> dict[str, dict[str, list[float]]]:
