@@ -61,3 +61,19 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture()
+def cli_error(capsys):
+    """``cli_error(argv)`` runs ``python -m cagnet ARGV`` in-process, checks that it failed with
+    exit code 2 and one line ``error: ...`` on stderr (no traceback), and returns that line."""
+    from cagnet.cli import main
+
+    def run(argv: list[str]) -> str:
+        code = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code == 2
+        assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+        return err
+
+    return run

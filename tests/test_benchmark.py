@@ -12,7 +12,7 @@ import pytest
 from cagnet.benchmark import (METHODS, PAPER_ORDER, PAPER_RESULTS, TABLE_COLUMNS, check_methods,
                               format_table_markdown, load_table, paper_table, run_benchmark, table_from_scores,
                               write_table)
-from cagnet.cli import build_parser, main
+from cagnet.cli import build_parser
 from cagnet.config import load_train_config
 from cagnet.errors import ConfigError
 
@@ -115,21 +115,13 @@ def test_method_names_are_checked():
         run_benchmark(config, seeds=(1, 1), methods=("SPNet",), progress=False)
 
 
-def _one_line_error(capsys, argv) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
-
-
-def test_cli_errors_are_one_line(capsys, tmp_path):
-    err = _one_line_error(capsys, ["benchmark", "--methods", "SPNet", "Foo", "--out", str(tmp_path)])
+def test_cli_errors_are_one_line(cli_error, tmp_path):
+    err = cli_error(["benchmark", "--methods", "SPNet", "Foo", "--out", str(tmp_path)])
     assert "unknown method 'Foo'" in err and "CaGNet+ST" in err
-    err = _one_line_error(capsys, ["benchmark", "--methods", "SPNet,Nope", "--out", str(tmp_path)])
+    err = cli_error(["benchmark", "--methods", "SPNet,Nope", "--out", str(tmp_path)])
     assert "unknown method 'Nope'" in err
-    assert "--seeds" in _one_line_error(capsys, ["benchmark", "--seeds", "0", "--out", str(tmp_path)])
-    err = _one_line_error(capsys, ["benchmark", "--set", "schedules.step1.iterashuns=3", "--out", str(tmp_path)])
+    assert "--seeds" in cli_error(["benchmark", "--seeds", "0", "--out", str(tmp_path)])
+    err = cli_error(["benchmark", "--set", "schedules.step1.iterashuns=3", "--out", str(tmp_path)])
     assert "iterashuns" in err
     assert not any(tmp_path.iterdir())
 

@@ -46,31 +46,23 @@ def test_train_then_evaluate_the_tutorial_config(tiny_train_overrides, tmp_path,
         assert record["resolved_config"]["name"] == "tutorial"
 
 
-def _one_line_error(capsys, argv) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
-
-
-def test_errors_are_one_line(tiny_train_overrides, tmp_path, capsys):
-    assert "unknown config 'tutorrial'" in _one_line_error(capsys, ["train", "--config", "tutorrial"])
-    err = _one_line_error(capsys, ["train", "--config", "tutorial", "--set", "schedules.step1.iterashuns=3"])
+def test_errors_are_one_line(tiny_train_overrides, tmp_path, cli_error):
+    assert "unknown config 'tutorrial'" in cli_error(["train", "--config", "tutorrial"])
+    err = cli_error(["train", "--config", "tutorial", "--set", "schedules.step1.iterashuns=3"])
     assert "schedules.step1.iterashuns" in err and "did you mean 'iterations'" in err
-    err = _one_line_error(capsys, ["train", "--config", "voc12", "--out", str(tmp_path / "v"),
+    err = cli_error(["train", "--config", "voc12", "--out", str(tmp_path / "v"),
                                    "--set", f"data.root={tmp_path / 'no_voc'}"])
     assert "dataset folder not found" in err
     other = build_cagnet("tiny", num_seen=12, num_unseen=4, embedding_dim=100, feature_dim=32)
     torch.save(other.state_dict(), tmp_path / "other.pt")
-    err = _one_line_error(capsys, ["evaluate", "--config", "tutorial", "--checkpoint", str(tmp_path / "other.pt"),
+    err = cli_error(["evaluate", "--config", "tutorial", "--checkpoint", str(tmp_path / "other.pt"),
                                    "--no-progress", *_sets(tiny_train_overrides)])
     assert "does not match the model" in err and "other.pt" in err
-    err = _one_line_error(capsys, ["evaluate", "--config", "tutorial", "--checkpoint", str(tmp_path / "none.pt"),
+    err = cli_error(["evaluate", "--config", "tutorial", "--checkpoint", str(tmp_path / "none.pt"),
                                    *_sets(tiny_train_overrides)])
     assert "file not found" in err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    err = _one_line_error(capsys, ["evaluate", "--config", "tutorial", "--checkpoint", str(tmp_path / "junk.pt"),
+    err = cli_error(["evaluate", "--config", "tutorial", "--checkpoint", str(tmp_path / "junk.pt"),
                                    *_sets(tiny_train_overrides)])
     assert "junk.pt" in err
 
