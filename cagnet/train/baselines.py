@@ -58,12 +58,10 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import statistics
 from dataclasses import dataclass
 from typing import Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -78,7 +76,7 @@ from cagnet.runtime import torch_threads
 from cagnet.train.data import (BatchStream, class_embedding_table, mix_seed, prepare_dataset, training_dataset,
                                training_loader)
 from cagnet.train.distributed import resolve_device
-from cagnet.train.engine import NonFiniteLossError
+from cagnet.train.engine import NonFiniteLossError, seed_everything
 from cagnet.train.optim import poly_factor, step_decay_factor
 from cagnet.train.self_training import self_training_labels
 from cagnet.train.steps import autocast_context, feature_grid, has_labelled_pixels, pseudo_labels
@@ -158,12 +156,6 @@ def build_zs3net(config: TrainConfig, info: DatasetInfo) -> ZS3Net:
 
 
 # ------------------------------------------------------------------------------ shared machinery
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-
-
 def _scaled_decay(decay, iteration: int, phase_iterations: int, section_iterations: int) -> float:
     """The section's step decay, its thresholds stretched from the section's to the phase's length."""
     position = iteration * section_iterations / max(1, phase_iterations)
@@ -314,7 +306,7 @@ def train_spnet(config: TrainConfig, *, iterations: int | None = None, seed: int
     section = config.schedule("step1")
     with torch_threads(config.runtime.num_threads):
         session = _Session(config, seed, device, progress, history)
-        _seed_everything(seed)
+        seed_everything(seed)
         model = build_spnet(config, session.info) if model is None else copy.deepcopy(model)
         model.to(session.device).train()
         stream, crop, _ = session.stream(section, phase=0, held_out=held_out)
@@ -490,7 +482,7 @@ def train_zs3net(config: TrainConfig, *, segmentation_iterations: int | None = N
                   budget.classifier if classifier_iterations is None else classifier_iterations)
     with torch_threads(config.runtime.num_threads):
         session = _Session(config, seed, device, progress, history)
-        _seed_everything(seed)
+        seed_everything(seed)
         model = build_zs3net(config, session.info) if model is None else copy.deepcopy(model)
         model.to(session.device)
         _segmentation_phase(session, model, iterations[0], config.schedule("step1"), 0, "segmentation", None)
@@ -524,7 +516,7 @@ def self_train_zs3net(config: TrainConfig, model: ZS3Net, *, segmentation_iterat
         raise ConfigError(f"schedules.st.top_p: {top_p} is outside 1..{model.config.num_outputs}")
     with torch_threads(config.runtime.num_threads):
         session = _Session(config, seed, device, progress, history)
-        _seed_everything(mix_seed(seed, 1))
+        seed_everything(mix_seed(seed, 1))
         model = copy.deepcopy(model).to(session.device)
         _segmentation_phase(session, model, iterations[0], st_section, 3, "st_segmentation", top_p)
         teacher = copy.deepcopy(model.classifier).eval()

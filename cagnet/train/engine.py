@@ -51,7 +51,7 @@ from cagnet.config import SCHEDULE_NAMES, TrainConfig, to_dict
 from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError
 from cagnet.losses import IGNORE_INDEX
 from cagnet.models import build_cagnet, load_checkpoint
-from cagnet.runtime import flush_denormals
+from cagnet.runtime import torch_threads
 from cagnet.train import checkpoint as ckpt
 from cagnet.train.data import (BatchStream, class_embedding_table, mix_seed, prepare_dataset, test_dataset,
                                training_dataset, training_loader)
@@ -143,6 +143,13 @@ def _truncate_after(path: Path, iteration: int) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
 class Trainer:
     """One schedule of one config; see :func:`train` for the arguments."""
 
@@ -158,11 +165,13 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config, schedule)
         self.ctx: DistContext = setup_distributed(self.runtime.device, self.runtime.dist_backend)
         self.verbose = verbose and self.ctx.is_main
-        self._previous_threads = torch.get_num_threads()
+        # torch threads and subnormal flushing for the whole run; restored by run() or a failed set-up
+        self._threads = torch_threads(self.runtime.num_threads)
+        self._threads.__enter__()
         try:
             self._setup(init_model, resume)
         except BaseException:
-            torch.set_num_threads(self._previous_threads)
+            self._threads.__exit__(None, None, None)
             teardown_distributed(self.ctx)
             raise
 
@@ -178,11 +187,8 @@ class Trainer:
         device = ctx.device
         if runtime.amp == "fp16" and device.type != "cuda":
             raise ConfigError(f"runtime.amp: fp16 needs a CUDA device (running on {device.type}); use bf16 or none")
-        if runtime.num_threads:
-            torch.set_num_threads(runtime.num_threads)
-        flush_denormals()  # saturated sigmoids otherwise slow CPU iterations down several times
         self.amp = runtime.amp
-        self._seed_everything(runtime.seed)  # same model initialisation on every process
+        seed_everything(runtime.seed)  # same model initialisation on every process
 
         # data and model
         if ctx.is_main:
@@ -266,14 +272,9 @@ class Trainer:
         else:
             self.log = self.eval_log = None
 
-    def _seed_everything(self, seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed % (2 ** 32))
-        torch.manual_seed(seed)
-
     def _seed_process(self, seed: int) -> None:
         """Per-process streams for dropout, latent noise and step-2 labels."""
-        self._seed_everything(mix_seed(seed, self.ctx.rank, 7919) % (2 ** 63))
+        seed_everything(mix_seed(seed, self.ctx.rank, 7919) % (2 ** 63))
 
     def _check_resumable(self, payload: dict) -> None:
         if payload.get("schedule") != self.schedule_name:
@@ -361,7 +362,7 @@ class Trainer:
             for stream in (self.log, self.eval_log):
                 if stream is not None:
                     stream.close()
-            torch.set_num_threads(self._previous_threads)
+            self._threads.__exit__(None, None, None)
             teardown_distributed(self.ctx)
 
     def _run(self) -> TrainResult:
