@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import re
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -27,11 +28,34 @@ _BASE_PALETTE = np.array([
     (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
 ], dtype=np.uint8)
 
+#: Colour words a class name may contain -> (hue in degrees, saturation, lightness range) in HLS.
+#: Classes naming the same colour share its hue and are told apart by lightness within the range;
+#: the ranges keep neighbouring hues (red / orange / brown, grey / black / white) apart.
+COLOUR_WORDS: dict[str, tuple[float, float, tuple[float, float]]] = {
+    "red": (0.0, 0.75, (0.28, 0.68)),
+    "orange": (28.0, 0.95, (0.50, 0.72)),
+    "brown": (25.0, 0.50, (0.20, 0.40)),
+    "yellow": (52.0, 0.90, (0.32, 0.70)),
+    "green": (125.0, 0.65, (0.22, 0.62)),
+    "cyan": (185.0, 0.80, (0.32, 0.68)),
+    "blue": (220.0, 0.75, (0.28, 0.70)),
+    "purple": (275.0, 0.55, (0.28, 0.68)),
+    "violet": (275.0, 0.55, (0.28, 0.68)),
+    "magenta": (305.0, 0.80, (0.32, 0.62)),
+    "pink": (335.0, 0.85, (0.70, 0.86)),
+    "grey": (0.0, 0.0, (0.36, 0.70)),
+    "gray": (0.0, 0.0, (0.36, 0.70)),
+    "black": (0.0, 0.0, (0.10, 0.26)),
+    "white": (0.0, 0.0, (0.86, 0.97)),
+}
+_SYNONYMS = {"gray": "grey", "violet": "purple"}
+# Categorical colours for classes without a colour word stay this far (RGB distance) from the
+# colour-word shades of the same palette.
+_MIN_CATEGORICAL_DISTANCE = 60.0
 
-def class_palette(num_classes: int) -> np.ndarray:
-    """Fixed, distinct RGB colours, uint8 [num_classes, 3]; the same for every call."""
-    if num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+
+def _categorical_palette(num_classes: int) -> np.ndarray:
+    """uint8 [num_classes, 3]: tab20, then golden-angle hues (a prefix of any longer call)."""
     if num_classes <= len(_BASE_PALETTE):
         return _BASE_PALETTE[:num_classes].copy()
     extra = []
@@ -41,6 +65,72 @@ def class_palette(num_classes: int) -> np.ndarray:
         saturation = (0.65, 0.9)[(k // 3) % 2]
         extra.append([round(255 * c) for c in colorsys.hsv_to_rgb(hue, saturation, value)])
     return np.concatenate([_BASE_PALETTE, np.asarray(extra, dtype=np.uint8)])
+
+
+def colour_word(name: str) -> str | None:
+    """The first colour word of :data:`COLOUR_WORDS` among the words of a class name (split at
+    ``_``, ``-``, ``/`` and spaces, case ignored; synonyms folded: gray -> grey, violet ->
+    purple), or None: ``colour_word("green_striped") == "green"``, ``colour_word("sky") is None``."""
+    for word in re.split(r"[\s_\-/]+", str(name).lower()):
+        if word in COLOUR_WORDS:
+            return _SYNONYMS.get(word, word)
+    return None
+
+
+def class_palette(classes: int | Sequence[str]) -> np.ndarray:
+    """Fixed, distinct RGB colours, uint8 [K, 3], row k for class k; the same for every call.
+
+    ``classes``: the class names (preferred), or their number K.
+
+    A class whose name contains a colour word (:func:`colour_word`: ``red_dotted``, ``dark
+    blue``) is drawn in a shade of that colour, so that the figure never contradicts the name
+    (a benchmark whose classes are named after colours would mislead a reader otherwise).
+    Classes naming the same colour are told apart by lightness: they get evenly spaced
+    lightness levels in the colour's range, darkest first in alphabetical order of their
+    names, so that on the embedded benchmark (``<colour>_<pattern>``) the pattern sets the
+    lightness the same way in every colour (checkered darkest, then dotted, striped, wavy).
+    The legends name each class, which tells the shades of one colour apart.
+    Every other class gets a colour of a categorical palette (tab20, then golden-angle hues)
+    in alphabetical order of the names, skipping colours close to the colour-word shades of
+    the same palette. Given only a number K, class k gets the k-th categorical colour.
+
+    With names, a colour depends on the class's name and on the set of names, not on their
+    order: raw-label order (notebook 01) and evaluation order (seen classes first, notebooks
+    04-06) colour the same class alike. Duplicate names share a colour.
+    """
+    if isinstance(classes, (int, np.integer)):
+        if classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {classes}")
+        return _categorical_palette(int(classes))
+    names = [str(name) for name in classes]
+    palette = np.zeros((len(names), 3), dtype=np.uint8)
+    groups: dict[str, list[str]] = {}
+    words = [colour_word(name) for name in names]
+    for name, word in zip(names, words):
+        if word is not None and name not in groups.setdefault(word, []):
+            groups[word].append(name)
+    shade: dict[str, np.ndarray] = {}
+    for word, members in groups.items():
+        hue, saturation, (low, high) = COLOUR_WORDS[word]
+        levels = np.linspace(low, high, len(members)) if len(members) > 1 else [(low + high) / 2.0]
+        for name, lightness in zip(sorted(members), levels):
+            rgb = colorsys.hls_to_rgb(hue / 360.0, float(lightness), saturation)
+            shade[name] = np.array([round(255 * c) for c in rgb], dtype=np.uint8)
+    taken = np.array(list(shade.values()), dtype=np.float64).reshape(-1, 3)
+    candidates = _categorical_palette(len(names) + len(_BASE_PALETTE))
+    k = 0
+    for name in sorted({name for name, word in zip(names, words) if word is None}):
+        while True:
+            if k == len(candidates):
+                candidates = _categorical_palette(2 * len(candidates))
+            colour = candidates[k]
+            k += 1
+            if not len(taken) or np.sqrt(((taken - colour) ** 2).sum(axis=1)).min() >= _MIN_CATEGORICAL_DISTANCE:
+                break
+        shade[name] = colour
+    for i, name in enumerate(names):
+        palette[i] = shade[name]
+    return palette
 
 
 def colorize_mask(mask: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
@@ -90,6 +180,61 @@ def _style_unseen_texts(texts, flags) -> None:
             text.set_fontstyle("italic")
 
 
+# Room kept free on each side of a figure legend (inches): constrained layout pads the figure edge.
+_LEGEND_MARGIN = 0.12
+
+
+def _add_fitted_legend(figure: Figure, handles: Sequence, loc: str, ncols: int,
+                       unseen_flags: Sequence[bool] | None = None, **kwargs):
+    """A figure legend that lies inside the figure, whatever the number and length of its labels.
+
+    ``loc`` is an ``"outside ..."`` location of a constrained-layout figure. Below or above the
+    axes (``"outside lower center"``) the legend gets at most ``ncols`` columns, fewer when
+    they would be wider than the figure (the figure widens when even one column is); beside
+    them (``"outside right center"``) it gets as many columns as it needs to be no taller than
+    the figure. The figure then grows by the legend's height (below / above) or width (beside),
+    so the axes keep their size. Labels flagged in ``unseen_flags`` are set in bold italics.
+    Returns the legend.
+    """
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    dpi = figure.dpi
+    width_in, height_in = figure.get_size_inches()
+    renderer = RendererAgg(max(1, int(width_in * dpi)), max(1, int(height_in * dpi)), dpi)
+    beside = "right" in loc or "left" in loc
+    room = (height_in if beside else width_in) - 2 * _LEGEND_MARGIN
+
+    def place(columns: int):
+        legend = figure.legend(handles=handles, loc=loc, ncols=columns, **kwargs)
+        _style_unseen_texts(legend.get_texts(), unseen_flags or [])
+        box = legend.get_window_extent(renderer)
+        return legend, box.width / dpi, box.height / dpi
+
+    count = max(1, len(handles))
+    columns = max(1, min(ncols, count))
+    legend, width, height = place(columns)
+    while (height if beside else width) > room and (columns < count if beside else columns > 1):
+        legend.remove()
+        columns = columns + 1 if beside else columns - 1
+        legend, width, height = place(columns)
+    if beside:
+        figure.set_size_inches(width_in + width + _LEGEND_MARGIN, max(height_in, height + 2 * _LEGEND_MARGIN))
+    else:
+        figure.set_size_inches(max(width_in, width + 2 * _LEGEND_MARGIN), height_in + height + _LEGEND_MARGIN)
+    return legend
+
+
+def _settle_layout(figure: Figure) -> Figure:
+    """Run the constrained layout once before the figure is shown and return the figure.
+
+    With fixed-aspect axes (images) the layout needs a second pass to converge: a figure drawn
+    once (saved, or sent to a widget as a PNG) would otherwise place multi-line titles a few
+    pixels above its top edge.
+    """
+    figure.draw_without_rendering()
+    return figure
+
+
 def plot_samples(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], class_names: Sequence[str],
                  palette: np.ndarray | None = None, unseen: Iterable[int] | None = None, ncols: int = 4,
                  alpha: float = 0.5, ignore_index: int = 255, titles: Sequence[str] | None = None) -> Figure:
@@ -101,12 +246,12 @@ def plot_samples(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], clas
     """
     if len(images) != len(masks) or not len(images):
         raise ValueError(f"need the same positive number of images and masks, got {len(images)} and {len(masks)}")
-    palette = class_palette(len(class_names)) if palette is None else np.asarray(palette, dtype=np.uint8)
+    palette = class_palette(class_names) if palette is None else np.asarray(palette, dtype=np.uint8)
     unseen_ids = {int(u) for u in (unseen if unseen is not None else [])}
     count = len(images)
     ncols = max(1, min(ncols, count))
     nrows = -(-count // ncols)
-    fig = Figure(figsize=(2.6 * ncols, 5.2 * nrows + 0.6), layout="constrained")
+    fig = Figure(figsize=(2.6 * ncols, 5.2 * nrows + 0.1), layout="constrained")
     grid = fig.add_gridspec(2 * nrows, ncols)
     present: set[int] = set()
     for k, (image, mask) in enumerate(zip(images, masks)):
@@ -127,9 +272,8 @@ def plot_samples(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], clas
     if has_ignored:
         handles.append(Patch(facecolor=IGNORE_COLOUR / 255.0, label="ignored"))
         flags.append(False)
-    legend = fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8,
-                        frameon=False)
-    _style_unseen_texts(legend.get_texts(), flags)
+    if handles:
+        _add_fitted_legend(fig, handles, "outside lower center", 4, flags, fontsize=8, frameon=False)
     return fig
 
 
@@ -457,7 +601,7 @@ def plot_feature_projection(points: np.ndarray, class_ids: np.ndarray, generated
                          f"{class_ids.shape}, {generated.shape}")
     if len(points) and (class_ids.min() < 0 or class_ids.max() >= len(class_names)):
         raise ValueError(f"class ids must index class_names (0..{len(class_names) - 1})")
-    palette = class_palette(len(class_names)) if palette is None else np.asarray(palette, dtype=np.uint8)
+    palette = class_palette(class_names) if palette is None else np.asarray(palette, dtype=np.uint8)
     unseen_ids = {int(u) for u in (unseen if unseen is not None else [])}
     present = sorted(set(class_ids.tolist()))
     if unseen_ids:
@@ -465,7 +609,7 @@ def plot_feature_projection(points: np.ndarray, class_ids: np.ndarray, generated
                   ("unseen classes", [c for c in present if c in unseen_ids])]
     else:
         panels = [("all classes", present)]
-    fig = Figure(figsize=(5.2 * len(panels) + 1.8, 5.0), layout="constrained")
+    fig = Figure(figsize=(5.2 * len(panels), 5.0), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False, sharex=True, sharey=True)[0]
     for ax, (panel_title, classes) in zip(axes, panels):
         for c in classes:
@@ -497,9 +641,8 @@ def plot_feature_projection(points: np.ndarray, class_ids: np.ndarray, generated
                 Line2D([], [], marker="*", linestyle="", color="white", markeredgecolor="black", markersize=12,
                        label="mean of generated")]
     flags += [False] * 4
-    legend = fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
-    _style_unseen_texts(legend.get_texts(), flags)
     fig.suptitle(title)
+    _add_fitted_legend(fig, handles, "outside right center", 1, flags, fontsize=8, frameon=False)
     return fig
 
 
@@ -622,8 +765,8 @@ def plot_predictions(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     the classes present, unseen ones marked with ``*``.
     """
     count = len(images)
-    palette = class_palette(len(class_names))
-    figure = Figure(figsize=(9.0, 3.0 * max(count, 1) + 0.8), layout="constrained")
+    palette = class_palette(class_names)
+    figure = Figure(figsize=(9.0, 3.0 * max(count, 1) + 0.3), layout="constrained")
     axes = figure.subplots(max(count, 1), 3, squeeze=False)
     shown: set[int] = set()
     for row, (image, label, prediction) in enumerate(zip(images, labels, predictions)):
@@ -640,8 +783,8 @@ def plot_predictions(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     handles = [Patch(color=palette[c] / 255.0, label=("*" if c >= num_seen else "") + class_names[c])
                for c in sorted(shown) if c < len(class_names)]
     if handles:
-        figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize="small",
-                      title="classes (* = unseen)")
+        _add_fitted_legend(figure, handles, "outside lower center", 6, fontsize="small",
+                           title="classes (* = unseen)")
     return figure
 
 
@@ -673,9 +816,7 @@ def _add_class_legend(figure: Figure, ids: Iterable[int], class_names: Sequence[
     handles, flags = _class_legend_entries(ids, class_names, num_seen, palette, with_ignored)
     if not handles:
         return
-    legend = figure.legend(handles=handles, loc=loc, ncols=max(1, min(ncols, len(handles))), fontsize=8,
-                           frameon=False)
-    _style_unseen_texts(legend.get_texts(), flags)
+    _add_fitted_legend(figure, handles, loc, ncols, flags, fontsize=8, frameon=False)
 
 
 def _masked_overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float,
@@ -708,9 +849,9 @@ def overlay_with_legend(image: np.ndarray, mask: np.ndarray, class_names: Sequen
     italics with a hatched legend patch. With ``visible_classes`` (class ids) the pixels of
     every other class show the plain image and leave the legend. One axes.
     """
-    palette = class_palette(len(class_names))
+    palette = class_palette(class_names)
     overlay, present, has_ignored = _masked_overlay(image, mask, palette, alpha, visible_classes, ignore_index)
-    figure = Figure(figsize=(4.6, 5.0), layout="constrained")
+    figure = Figure(figsize=(4.6, 4.6), layout="constrained")
     ax = figure.add_subplot()
     ax.imshow(overlay)
     ax.set_xticks([])
@@ -942,7 +1083,7 @@ def plot_method_panels(image: np.ndarray, label: np.ndarray, predictions: Mappin
     lists the classes shown, unseen ones marked. ``2 + len(predictions)`` axes.
     """
     visible = None if visible_classes is None else list(visible_classes)
-    palette = class_palette(len(class_names))
+    palette = class_palette(class_names)
     image = np.asarray(image)
     label = _as_numpy(label)
     panels = [("image", image)]
@@ -957,7 +1098,7 @@ def plot_method_panels(image: np.ndarray, label: np.ndarray, predictions: Mappin
             scores = per_image_iou(label, prediction, len(class_names), ignore_index, num_seen)
             title += f"\nmIoU {_percent_text(scores['miou'])} | hIoU {_percent_text(scores['hiou'])}"
         panels.append((title, overlay))
-    figure = Figure(figsize=(2.6 * len(panels), 3.5), layout="constrained")
+    figure = Figure(figsize=(2.6 * len(panels), 3.1), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, panel) in zip(axes, panels):
         ax.imshow(panel)
@@ -965,7 +1106,7 @@ def plot_method_panels(image: np.ndarray, label: np.ndarray, predictions: Mappin
         ax.set_xticks([])
         ax.set_yticks([])
     _add_class_legend(figure, shown, class_names, num_seen, palette, has_ignored, ncols=6)
-    return figure
+    return _settle_layout(figure)
 
 
 # --------------------------------------------------------------------------------------------

@@ -77,3 +77,32 @@ def cli_error(capsys):
         return err
 
     return run
+
+
+# ---------------------------------------------------------------------------------------------
+# figures (tests/test_viz.py, test_widgets.py)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture()
+def assert_fits_in_figure():
+    """``assert_fits_in_figure(figure)`` draws a matplotlib figure with the Agg renderer and
+    checks that its legends, axes titles, figure texts (suptitle) and axes lie inside the figure (nothing cut
+    at an edge when it is saved as a PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    def check(figure) -> None:
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        bounds = figure.bbox
+        parts = [(f"legend {k}", legend) for k, legend in enumerate(figure.legends)]
+        parts += [(f"title {ax.get_title()!r}", ax.title) for ax in figure.axes if ax.get_title()]
+        parts += [(f"axes {k}", ax) for k, ax in enumerate(figure.axes)]
+        parts += [(f"text {text.get_text()!r}", text) for text in figure.texts]  # suptitle
+        assert figure.legends or any(ax.get_title() for ax in figure.axes)  # something was checked
+        for name, artist in parts:
+            box = artist.get_window_extent(renderer)
+            assert box.width > 0 and box.height > 0, f"{name} has no extent"
+            assert (box.x0 >= bounds.x0 and box.y0 >= bounds.y0 and box.x1 <= bounds.x1
+                    and box.y1 <= bounds.y1), f"{name} at {box.bounds} leaves the figure {bounds.bounds}"
+
+    return check

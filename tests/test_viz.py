@@ -10,6 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from cagnet import viz
+from cagnet.data.synthetic import CLASS_NAMES, SEEN_IDS, UNSEEN_IDS
 
 
 def small_batch(count=3, size=12, classes=5, seed=0):
@@ -33,6 +34,125 @@ def test_palette_is_fixed_and_distinct(num_classes):
         distance = np.sqrt((diff ** 2).sum(-1)) + np.eye(num_classes) * 1e9
         assert distance.min() > 25  # clearly different colours
     assert not (palette == viz.IGNORE_COLOUR).all(axis=1).any()  # no class is drawn like "ignored"
+
+
+# the embedded benchmark's classes in evaluation order (seen first, then unseen), as notebooks 04-06
+BENCHMARK_NAMES = [n for i, n in enumerate(CLASS_NAMES) if i in SEEN_IDS] + [CLASS_NAMES[i] for i in UNSEEN_IDS]
+DOMINANT = {"red": (0,), "green": (1,), "blue": (2,), "yellow": (0, 1)}  # channels that must lead
+
+
+def _pairwise_distance(palette):
+    diff = palette[:, None].astype(int) - palette[None].astype(int)
+    return np.sqrt((diff ** 2).sum(-1)) + np.eye(len(palette)) * 1e9
+
+
+def test_palette_draws_colour_named_classes_in_their_colour():
+    palette = viz.class_palette(BENCHMARK_NAMES)
+    assert palette.shape == (16, 3) and palette.dtype == np.uint8
+    for name, colour in zip(BENCHMARK_NAMES, palette.astype(int)):
+        word = name.split("_")[0]
+        lead, rest = DOMINANT[word], [c for c in range(3) if c not in DOMINANT[word]]
+        assert colour[list(lead)].min() >= colour[rest].max() + 40, f"{name} drawn as {colour}"
+    green_striped = palette[BENCHMARK_NAMES.index("green_striped")].astype(int)
+    assert green_striped[1] > green_striped[0] + 40 and green_striped[1] > green_striped[2] + 40
+    assert _pairwise_distance(palette).min() > 25  # every class its own, clearly different colour
+    assert not (palette == viz.IGNORE_COLOUR).all(axis=1).any()
+    # same class, same colour, in raw-label order (notebook 01) and in evaluation order (04-06)
+    raw = viz.class_palette(list(CLASS_NAMES))
+    for name, colour in zip(BENCHMARK_NAMES, palette):
+        np.testing.assert_array_equal(raw[CLASS_NAMES.index(name)], colour)
+    # one pattern, one lightness, in every colour: darker to lighter in alphabetical pattern order
+    lightness = {name: int(c.max()) + int(c.min()) for name, c in zip(BENCHMARK_NAMES, palette.astype(int))}
+    for colour in DOMINANT:
+        ordered = [lightness[f"{colour}_{pattern}"] for pattern in ("checkered", "dotted", "striped", "wavy")]
+        assert ordered == sorted(ordered) and len(set(ordered)) == 4
+
+
+def test_palette_of_other_names_is_distinct_and_categorical():
+    voc = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+           "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
+    palette = viz.class_palette(voc)
+    np.testing.assert_array_equal(viz.class_palette(sorted(voc)), viz.class_palette(len(voc)))  # categorical
+    assert _pairwise_distance(palette).min() > 25
+    shuffled = [voc[i] for i in np.random.default_rng(0).permutation(len(voc))]
+    for name, colour in zip(shuffled, viz.class_palette(shuffled)):  # a class's colour follows its name
+        np.testing.assert_array_equal(colour, palette[voc.index(name)])
+    mixed = ["sky", "Red Car", "grass", "dark-blue boat", "cat", "gray wall", "dog"] + [f"thing {i}" for i in range(30)]
+    palette = viz.class_palette(mixed)
+    assert len({tuple(c) for c in palette}) == len(mixed)
+    assert palette[1, 0] > palette[1, 1:].max() + 40 and palette[3, 2] > palette[3, :2].max() + 40
+    assert abs(int(palette[5].max()) - int(palette[5].min())) <= 2  # gray: a grey
+    named = palette[[1, 3, 5]].astype(int)
+    for i in [0, 2, 4] + list(range(7, len(mixed))):  # categorical colours keep away from the named ones
+        assert np.sqrt(((named - palette[i].astype(int)) ** 2).sum(axis=1)).min() >= 60
+    assert [viz.colour_word(n) for n in ("green_striped", "sky", "Gray Wall", "violet-flower")] == \
+        ["green", None, "grey", "purple"]
+    with pytest.raises(ValueError):
+        viz.class_palette(-1)
+
+
+def _drawn_colour(figure, axes_index, row, col):
+    return np.asarray(figure.axes[axes_index].images[0].get_array())[row, col]
+
+
+def test_every_class_figure_draws_a_class_in_the_same_colour():
+    """overlays, samples, predictions, method panels and projections share class_palette(names)."""
+    names = BENCHMARK_NAMES
+    green = names.index("green_striped")
+    expected = viz.class_palette(names)[green]
+    image = np.full((4, 4, 3), 100, dtype=np.uint8)
+    mask = np.full((4, 4), green, dtype=np.uint8)
+    drawn = [
+        _drawn_colour(viz.overlay_with_legend(image, mask, names, 12, alpha=1.0), 0, 0, 0),
+        _drawn_colour(viz.plot_samples([image], [mask], names, alpha=1.0), 1, 0, 0),
+        _drawn_colour(viz.plot_predictions([image], [mask], [mask], names, 12), 1, 0, 0),
+        _drawn_colour(viz.plot_method_panels(image, mask, {"m": mask}, names, 12, alpha=1.0), 2, 0, 0),
+    ]
+    for colour in drawn:
+        np.testing.assert_array_equal(colour[:3], expected)
+    legend = viz.plot_method_panels(image, mask, {"m": mask}, names, 12).legends[0]
+    np.testing.assert_allclose(legend.get_patches()[0].get_facecolor()[:3], expected / 255.0)
+    projection = viz.plot_feature_projection(np.zeros((2, 2)), np.array([green, green]), np.array([False, True]),
+                                             names)
+    np.testing.assert_allclose(projection.axes[0].collections[0].get_facecolor()[0, :3], expected / 255.0)
+
+
+def _names(count):
+    """4: plain words; 16: the benchmark's colour names; 40: long names (wide legends)."""
+    if count == 16:
+        return BENCHMARK_NAMES
+    if count == 4:
+        return NAMES
+    return [f"a rather long class name {i}" for i in range(count)]
+
+
+@pytest.mark.parametrize("num_classes", [4, 16, 40])
+@pytest.mark.parametrize("num_methods", [1, 2, 6])
+def test_method_panels_legend_and_titles_fit_in_the_figure(num_methods, num_classes, assert_fits_in_figure):
+    rng = np.random.default_rng(num_classes)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    label = rng.integers(0, num_classes, (32, 32))
+    label[0, 0] = 255
+    predictions = {f"method {k}": rng.integers(0, num_classes, (32, 32)) for k in range(num_methods)}
+    figure = viz.plot_method_panels(image, label, predictions, _names(num_classes), num_classes * 3 // 4)
+    assert len(figure.legends[0].get_texts()) == num_classes + 1  # every class and "ignored"
+    assert_fits_in_figure(figure)
+
+
+@pytest.mark.parametrize("num_classes", [4, 16, 40])
+def test_class_legends_fit_in_their_figures(num_classes, assert_fits_in_figure):
+    rng = np.random.default_rng(num_classes)
+    names, seen = _names(num_classes), num_classes * 3 // 4
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    masks = [rng.integers(0, num_classes, (32, 32)) for _ in range(3)]
+    assert_fits_in_figure(viz.overlay_with_legend(images[0], masks[0], names, seen, title="one image"))
+    assert_fits_in_figure(viz.plot_samples(images, masks, names, unseen=range(seen, num_classes)))
+    assert_fits_in_figure(viz.plot_samples(images[:1], masks[:1], names))
+    assert_fits_in_figure(viz.plot_predictions(images, masks, masks[::-1], names, seen))
+    points = rng.normal(size=(200, 2))
+    classes = np.arange(200) % num_classes
+    assert_fits_in_figure(viz.plot_feature_projection(points, classes, np.arange(200) % 2 == 0, names,
+                                                      unseen=range(seen, num_classes)))
 
 
 def test_colorize_mask_maps_ids_and_ignore():
@@ -236,7 +356,7 @@ def test_overlay_with_legend_marks_unseen_and_hides_classes():
     assert {t.get_text() for t in texts if t.get_fontweight() == "bold"} == {"cat (unseen)"}
     patches = fig.legends[0].get_patches()
     assert patches[2].get_hatch() and not patches[0].get_hatch()  # unseen patch hatched
-    palette = viz.class_palette(len(NAMES))
+    palette = viz.class_palette(NAMES)
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array()[0, 0], palette[0])
 
     only_sky = viz.overlay_with_legend(image, mask, NAMES, num_seen=2, alpha=1.0, visible_classes=[0])

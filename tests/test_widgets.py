@@ -1,6 +1,8 @@
 """Tests of the mask explorer: the pure view function and the ipywidgets layer (no frontend)."""
 from __future__ import annotations
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from cagnet import widgets
+from cagnet import viz, widgets
 
 NAMES = ["sky", "grass", "cat", "dog"]  # 2 seen, 2 unseen
 
@@ -79,3 +81,40 @@ def test_mask_explorer_redraws_on_every_control():
     class_select.value = (0,)
     png, text = state()
     assert png != opaque and 'style="color: #999999"' in text  # only sky coloured, other rows greyed
+
+
+@pytest.mark.parametrize("num_classes", [4, 16, 40])
+@pytest.mark.parametrize("num_methods", [1, 2, 6])
+def test_explorer_view_legend_and_titles_fit_in_the_figure(num_methods, num_classes, assert_fits_in_figure):
+    from cagnet.data.synthetic import CLASS_NAMES
+
+    names = {4: NAMES, 16: list(CLASS_NAMES)}.get(num_classes, [f"a rather long class name {i}"
+                                                                 for i in range(num_classes)])
+    rng = np.random.default_rng(num_methods)
+    images = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(2)]
+    labels = [rng.integers(0, num_classes, (24, 24)) for _ in range(2)]
+    predictions = {f"a method with a long name {k}": [rng.integers(0, num_classes, (24, 24)) for _ in range(2)]
+                   for k in range(num_methods)}
+    last = list(predictions)[-1]
+    figure, _ = widgets.explorer_view(images, labels, predictions, names, num_classes // 2, index=1, method=last)
+    assert figure.axes[2].get_title().startswith(last)
+    assert_fits_in_figure(figure)
+
+
+def test_explorer_draws_colour_named_classes_in_their_colour():
+    from PIL import Image
+
+    from cagnet.data.synthetic import CLASS_NAMES
+
+    pytest.importorskip("ipywidgets")
+    names = list(CLASS_NAMES)
+    green = names.index("green_striped")
+    image = np.full((8, 8, 3), 128, dtype=np.uint8)
+    label = np.full((8, 8), green)
+    explorer = widgets.mask_explorer([image], [label], {"m": [label]}, names, num_seen=12, alpha=1.0, dpi=40)
+    png = Image.open(io.BytesIO(bytes(explorer.children[1].children[1].value))).convert("RGB")
+    colours, counts = np.unique(np.asarray(png).reshape(-1, 3), axis=0, return_counts=True)
+    expected = viz.class_palette(names)[green]
+    assert expected[1] > expected[[0, 2]].max() + 40  # green_striped is drawn green
+    drawn = colours[np.argsort(counts)[::-1][:3]]  # white background, the grey image, the class colour
+    assert any((np.abs(c.astype(int) - expected) <= 2).all() for c in drawn)
