@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[notebooks,test]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	sh scripts/setup_browser.sh
 	touch $(STAMP)
 
 setup: $(STAMP)

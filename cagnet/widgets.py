@@ -119,8 +119,11 @@ def mask_explorer(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     class_options = [(viz._legend_label(name, i >= num_seen), i) for i, name in enumerate(class_names)]
     class_select = widgets.SelectMultiple(options=class_options, value=tuple(range(len(class_names))),
                                           rows=min(len(class_names), 12), description="classes")
-    view = widgets.Image(format="png")
-    scores = widgets.HTML()
+    # the figure keeps its aspect ratio (a stretched flex item would distort it) and shrinks to
+    # the output's width; the rows wrap (scores below the figure) instead of scrolling sideways
+    view = widgets.Image(format="png", layout=widgets.Layout(align_self="flex-start", max_width="100%",
+                                                             height="auto", flex="0 1 auto"))
+    scores = widgets.HTML(layout=widgets.Layout(flex="1 1 16em", min_width="16em"))
 
     def redraw(_change=None) -> None:
         figure, summary = explorer_view(images, labels, predictions, class_names, num_seen,
@@ -133,5 +136,7 @@ def mask_explorer(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     for control in (image_slider, method_dropdown, opacity_slider, class_select):
         control.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([widgets.HBox([image_slider, method_dropdown, opacity_slider]),
-                         widgets.HBox([class_select, view, scores])])
+    wrapping_row = dict(flex_flow="row wrap", align_items="flex-start")
+    return widgets.VBox([widgets.HBox([image_slider, method_dropdown, opacity_slider],
+                                      layout=widgets.Layout(**wrapping_row)),
+                         widgets.HBox([class_select, view, scores], layout=widgets.Layout(**wrapping_row))])
