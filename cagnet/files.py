@@ -1,5 +1,7 @@
-"""Writing output files without ever leaving a half-written one.
+"""Reading text files with one-line errors, and writing output files without ever leaving a
+half-written one.
 
+:func:`read_text` reads a UTF-8 file and names it in the error when it cannot.
 :func:`atomic_write` writes into a temporary file in the target's folder and renames it onto
 the target (``os.replace``, atomic on one file system): a reader, or a crash, sees either the
 old file or the complete new one. :func:`refuse_existing` is the shared "nothing is overwritten
@@ -13,6 +15,17 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
 from cagnet.errors import CagnetError
+
+
+def read_text(path: str | os.PathLike, what: str, error: type[CagnetError] = CagnetError) -> str:
+    """The UTF-8 text of ``path``; ``error("<path>: <what> not found")`` or
+    ``error("<path>: cannot read <what> (<reason>)")`` when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{path}: cannot read {what} ({err})") from None
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:

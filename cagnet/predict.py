@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -247,7 +248,8 @@ def collect_inputs(sources: Sequence[str | os.PathLike], out_dir: str | os.PathL
     A file is taken as it is (named by its stem); a folder contributes every file below it whose
     name does not start with '.', named by its path relative to the folder without the suffix
     (subfolders are kept in the output folder), except the files of ``out_dir`` when it lies
-    inside the folder. A missing path or an empty folder is a problem (one line naming it).
+    inside the folder. A file named twice is taken once. A missing path or an empty folder is a
+    problem (one line naming it).
     """
     out_dir = Path(out_dir).resolve()
     inputs: list[PredictInput] = []
@@ -267,7 +269,10 @@ def collect_inputs(sources: Sequence[str | os.PathLike], out_dir: str | os.PathL
             inputs.extend(PredictInput(p, p.relative_to(path).with_suffix("").as_posix()) for p in found)
         else:
             problems.append(f"{path}: no such file or folder")
-    return inputs, problems
+    unique: dict[tuple[Path, str], PredictInput] = {}
+    for item in inputs:
+        unique.setdefault((item.path.resolve(), item.name), item)
+    return list(unique.values()), problems
 
 
 def output_paths(item: PredictInput, out_dir: Path) -> tuple[Path, Path]:
@@ -314,6 +319,8 @@ def predict_files(predictor: Predictor, sources: Sequence[str | os.PathLike], ou
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if not math.isfinite(seen_penalty):
+        raise ConfigError(f"seen penalty must be a finite number, got {seen_penalty!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CagnetError(f"{out_dir}: exists and is not a folder")
@@ -329,10 +336,11 @@ def predict_files(predictor: Predictor, sources: Sequence[str | os.PathLike], ou
         for item in tqdm(inputs, desc="predict", unit="image", disable=not progress or len(inputs) < 2,
                          leave=False):
             try:
-                prediction = predictor.predict_file(item.path, protocol, seen_penalty)
-            except CagnetError as err:
+                image = read_image(item.path, exif_orientation=True)
+            except CagnetError as err:   # not an image, truncated, unreadable: this file only
                 _report(run, str(err), report)
                 continue
+            prediction = predictor.predict(image, protocol, seen_penalty, source=str(item.path))
             labels_path, overlay_path = output_paths(item, out_dir)
             atomic_write(labels_path, lambda stream: stream.write(palette_png(prediction)))
             atomic_write(overlay_path, lambda stream: stream.write(overlay_png(prediction, title=item.path.name)))

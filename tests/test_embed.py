@@ -97,6 +97,9 @@ def test_missing_dataset_or_label_list(tmp_path, cli_error):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "labels_refined.txt").write_text("0\tsky\n2\tgrass\n")
     assert "line 2 has id 2, expected 1" in cli_error(["embed", str(tmp_path / "bad")])
+    (tmp_path / "bad" / "labels_refined.txt").write_text("0\tsky\n")
+    err = cli_error(["embed", str(tmp_path / "bad"), "--extra-vectors", str(tmp_path / "absent.txt")])
+    assert "absent.txt: word-vector file not found" in err
 
 
 def test_library_errors_are_cagnet_errors(custom_dataset):

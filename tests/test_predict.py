@@ -171,6 +171,8 @@ def test_output_names_that_clash_or_hit_an_input_are_refused(predictor, tmp_path
     with pytest.raises(CagnetError, match="x_labels.png: is an input image"):
         predict_files(predictor, [inputs / "x.png", inputs / "x_labels.png"], inputs, progress=False)
     assert not (tmp_path / "out").exists() and _digest(inputs) == before
+    twice = predict_files(predictor, [inputs / "one.png", inputs / "one.png"], tmp_path / "out", progress=False)
+    assert len(twice.records) == 1
 
 
 def test_an_output_folder_inside_the_input_folder_is_not_read_back(predictor, tmp_path):
@@ -221,3 +223,6 @@ def test_cli_predict_refusals_are_one_line(custom_dataset, custom_checkpoint, tm
     main([*args, "--checkpoint", str(custom_checkpoint), str(inputs / "one.png"), "--out", str(tmp_path / "o")])
     err = cli_error([*args, "--checkpoint", str(custom_checkpoint), str(inputs / "one.png"), "--out", str(tmp_path / "o")])
     assert "one_labels.png: exists; pass --force" in err
+    err = cli_error([*args, "--checkpoint", str(custom_checkpoint), str(inputs), "--out", str(tmp_path / "o2"),
+                     "--seen-penalty", "nan"])
+    assert "seen penalty must be a finite number" in err and not (tmp_path / "o2").exists()

@@ -35,6 +35,7 @@ from PIL import Image, ImageOps
 from cagnet.data.embeddings import l2_normalize_rows, load_word_vectors
 from cagnet.data.transforms import IGNORE_INDEX, TestTransform
 from cagnet.errors import DatasetError, EmbeddingError
+from cagnet.files import read_text
 
 LABELS_FILE = "labels_refined.txt"
 SPLITS = ("train", "test")
@@ -52,12 +53,7 @@ EMBEDDING_KINDS = ("auto", "fastnvec", "fasttext", "word2vec", "glove")
 def read_class_names(path: str | os.PathLike) -> list[str]:
     """Class names of ``labels_refined.txt``: line k must be ``"k<TAB>name"`` (ids 0..L-1)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: label list not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{path}: cannot read label list ({err})") from None
+    text = read_text(path, "label list", DatasetError)
     names: list[str] = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

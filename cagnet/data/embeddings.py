@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from cagnet.errors import EmbeddingError
+from cagnet.files import read_text
 
 GLOVE_DIM = 50
 
@@ -110,12 +111,7 @@ def read_text_vectors(path: str | os.PathLike, dim: int = GLOVE_DIM) -> dict[str
     finite number, a repeated word, an unreadable or empty file.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EmbeddingError(f"{path}: word-vector file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise EmbeddingError(f"{path}: cannot read word vectors ({type(err).__name__}: {err})") from None
+    text = read_text(path, "word-vector file", EmbeddingError)
     vectors: dict[str, np.ndarray] = {}
     first_line: dict[str, int] = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
