@@ -48,8 +48,8 @@ fourth layout, ``torchvision``::
 
 BN layers copy as they are (weight, bias, running statistics): the frozen BN of the backbone
 has the state of ``nn.BatchNorm2d`` and the same eps (1e-5). Same weights do not make the same
-network, though. With the converted weights, the backbone computes what torchvision's ResNet
-computes, to float rounding, in:
+network, though. With the converted weights, the backbone's layers compute, given the same
+input, what torchvision's compute (to float rounding) in:
 
 * the stem's 7x7 conv, BN and ReLU;
 * the stem's 3x3/2 max-pool wherever both produce an output: DeepLabV2 pools in ceil mode,
