@@ -132,3 +132,9 @@ def custom_train_overrides(root: Path) -> list[str]:
     return [f"data.root={root}", "data.crop_size=112", "data.batch_size=2", "data.test_size=96",
             "data.test_batch_size=2", "runtime.device=cpu", "runtime.num_threads=1", "runtime.eval_interval=0",
             "runtime.checkpoint_interval=0", "runtime.sample_images=2", "runtime.progress=false"]
+
+
+@pytest.fixture()
+def custom_overrides(custom_dataset) -> list[str]:
+    """:func:`custom_train_overrides` of the :func:`custom_dataset` folder."""
+    return custom_train_overrides(custom_dataset)

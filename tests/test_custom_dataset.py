@@ -10,8 +10,6 @@ from PIL import Image
 
 from cagnet.cli import main
 
-from conftest import CUSTOM_SIZES, custom_train_overrides
-
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
@@ -20,14 +18,14 @@ def _sets(overrides):
 
 
 @pytest.mark.slow
-def test_embed_check_train_evaluate_predict(custom_dataset, tmp_path, capsys):
+def test_embed_check_train_evaluate_predict(custom_dataset, custom_overrides, tmp_path, capsys):
     root = custom_dataset
     assert main(["embed", str(root)]) == 0
     assert main(["check", str(root), "--no-progress"]) == 0
     assert "OK; checked metadata and 7 image/annotation pair(s)" in capsys.readouterr().out
 
     # the tutorial config as it is, pointed at the dataset: its data.synthetic does not apply here
-    sets = _sets(custom_train_overrides(root))
+    sets = _sets(custom_overrides)
     runs = tmp_path / "runs"
     assert main(["train", "--config", "tutorial", "--schedule", "step1", "--out", str(runs / "step1"), *sets,
                  "--set", "schedules.step1.iterations=3", "--no-progress"]) == 0
@@ -55,8 +53,9 @@ def test_embed_check_train_evaluate_predict(custom_dataset, tmp_path, capsys):
     assert main(["predict", "--config", "tutorial", "--checkpoint", checkpoint, *sets, str(images),
                  "--out", str(out), "--no-progress"]) == 0
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(records) == len(CUSTOM_SIZES["val"])
-    for record, (height, width) in zip(records, CUSTOM_SIZES["val"]):
+    sizes = [Image.open(path).size for path in sorted(images.iterdir())]   # (width, height), odd sizes
+    assert len(records) == len(sizes) == 3 and len(set(sizes)) == 3
+    for record, (width, height) in zip(records, sizes):
         assert (record["height"], record["width"]) == (height, width)
         labels = np.asarray(Image.open(record["labels"]))
         assert labels.shape == (height, width) and set(np.unique(labels)) <= {0, 1, 2, 3, 4}
@@ -65,9 +64,9 @@ def test_embed_check_train_evaluate_predict(custom_dataset, tmp_path, capsys):
             "sky": False, "grass": False, "road": False, "potted plant": True, "water": True}
 
 
-def test_top_p_is_checked_for_self_training_only(custom_dataset, tmp_path, cli_error):
+def test_top_p_is_checked_for_self_training_only(custom_dataset, custom_overrides, tmp_path, cli_error):
     assert main(["embed", str(custom_dataset)]) == 0
-    sets = _sets(custom_train_overrides(custom_dataset))
+    sets = _sets(custom_overrides)
     err = cli_error(["train", "--config", "tutorial", "--schedule", "st", "--out", str(tmp_path / "st"), *sets,
                      "--set", "schedules.st.top_p=7", "--init-model", str(tmp_path / "none.pt")])
     assert "schedules.st.top_p: 7 exceeds the 6 classifier outputs" in err

@@ -24,8 +24,6 @@ from cagnet.models import build_cagnet
 from cagnet.predict import Predictor, palette_png, predict_files, upsampled_argmax
 from cagnet.viz import class_palette
 
-from conftest import custom_train_overrides
-
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
@@ -39,11 +37,11 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture()
-def predictor(custom_dataset) -> Predictor:
+def predictor(custom_dataset, custom_overrides) -> Predictor:
     """The tutorial config's model, random weights, for the custom dataset (3 seen, 2 unseen
     classes, 50-d GloVe vectors); images warped to 64 px."""
     embed_class_names(custom_dataset)
-    config = load_train_config("tutorial", custom_train_overrides(custom_dataset) + ["data.test_size=64"])
+    config = load_train_config("tutorial", custom_overrides + ["data.test_size=64"])
     info = load_dataset_info(custom_dataset)
     torch.manual_seed(0)
     model = build_cagnet(config.model, class_embeddings=info.class_embeddings("glove"),
@@ -192,14 +190,14 @@ def custom_checkpoint(predictor, tmp_path) -> Path:
     return path
 
 
-def _sets(root: Path) -> list[str]:
-    return [arg for item in custom_train_overrides(root) for arg in ("--set", item)] + ["--set", "data.test_size=64"]
+def _sets(overrides: list[str]) -> list[str]:
+    return [arg for item in overrides for arg in ("--set", item)] + ["--set", "data.test_size=64"]
 
 
-def test_cli_predict_exit_status_and_one_line_errors(custom_dataset, custom_checkpoint, tmp_path, capsys):
+def test_cli_predict_exit_status_and_one_line_errors(custom_overrides, custom_checkpoint, tmp_path, capsys):
     inputs = _inputs(tmp_path / "in")
     out = tmp_path / "out"
-    args = ["predict", "--config", "tutorial", "--checkpoint", str(custom_checkpoint), *_sets(custom_dataset),
+    args = ["predict", "--config", "tutorial", "--checkpoint", str(custom_checkpoint), *_sets(custom_overrides),
             "--no-progress"]
     assert main([*args, str(inputs / "one.png"), "--out", str(out)]) == 0
     captured = capsys.readouterr()
@@ -215,9 +213,9 @@ def test_cli_predict_exit_status_and_one_line_errors(custom_dataset, custom_chec
     assert record["protocol"] == "original" and record["seen_penalty"] == 2.5
 
 
-def test_cli_predict_refusals_are_one_line(custom_dataset, custom_checkpoint, tmp_path, cli_error):
+def test_cli_predict_refusals_are_one_line(custom_overrides, custom_checkpoint, tmp_path, cli_error):
     inputs = _inputs(tmp_path / "in")
-    args = ["predict", "--config", "tutorial", *_sets(custom_dataset), "--no-progress"]
+    args = ["predict", "--config", "tutorial", *_sets(custom_overrides), "--no-progress"]
     err = cli_error([*args, "--checkpoint", str(tmp_path / "none.pt"), str(inputs), "--out", str(tmp_path / "o")])
     assert "none.pt" in err and "file not found" in err
     main([*args, "--checkpoint", str(custom_checkpoint), str(inputs / "one.png"), "--out", str(tmp_path / "o")])
