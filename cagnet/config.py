@@ -206,7 +206,9 @@ class DataConfig:
     ``root`` is a dataset folder in the original layout (None = the embedded synthetic
     benchmark at :func:`cagnet.data.default_data_root`). With ``synthetic`` set (a mapping of
     :class:`cagnet.data.SyntheticConfig` fields, ``{}`` = its defaults) the embedded benchmark
-    is built at ``root`` first, or reused when an identical one is there.
+    is built at ``root`` first, or reused when an identical one is there; a ``root`` holding
+    another dataset (a ``labels_refined.txt`` without the benchmark's ``benchmark.json``) is
+    read as it is (:func:`cagnet.train.data.builds_synthetic`).
     ``test_size``: side of the square the test images are warped to (513 in the original;
     None = each image's own size). ``train_limit`` / ``test_limit``: use only the first N
     images of a split (quick runs).

@@ -75,14 +75,11 @@ def predict_logits(model: nn.Module, images: torch.Tensor, amp: str = "none") ->
     return logits.float()
 
 
-def predict_labels(logits: torch.Tensor, num_classes: int, size: Sequence[int] | None = None, *,
-                   seen_penalty: float = 0.0, num_seen: int | None = None) -> torch.Tensor:
-    """Argmax over the first ``num_classes`` (= S + U) outputs, after a bilinear upsampling of
-    the logits to ``size`` when given. LongTensor [N, h, w].
-
-    ``seen_penalty`` (calibrated stacking, see the module docstring) is subtracted from the
-    first ``num_seen`` (= S) outputs before the argmax; 0 leaves the logits as they are.
-    """
+def calibrated_logits(logits: torch.Tensor, num_classes: int, *, seen_penalty: float = 0.0,
+                      num_seen: int | None = None) -> torch.Tensor:
+    """The first ``num_classes`` (= S + U) outputs of logits [N, >= S+U, ...], with
+    ``seen_penalty`` subtracted from the first ``num_seen`` (= S) of them (calibrated stacking,
+    see the module docstring; 0 leaves them as they are)."""
     logits = logits[:, :num_classes]
     if seen_penalty:
         if num_seen is None:
@@ -92,6 +89,18 @@ def predict_labels(logits: torch.Tensor, num_classes: int, size: Sequence[int] |
         shift = torch.zeros(num_classes, dtype=logits.dtype, device=logits.device)
         shift[:num_seen] = seen_penalty
         logits = logits - shift.view(1, -1, *([1] * (logits.dim() - 2)))
+    return logits
+
+
+def predict_labels(logits: torch.Tensor, num_classes: int, size: Sequence[int] | None = None, *,
+                   seen_penalty: float = 0.0, num_seen: int | None = None) -> torch.Tensor:
+    """Argmax over the first ``num_classes`` (= S + U) outputs, after a bilinear upsampling of
+    the logits to ``size`` when given. LongTensor [N, h, w].
+
+    ``seen_penalty`` (calibrated stacking, see the module docstring) is subtracted from the
+    first ``num_seen`` (= S) outputs before the argmax; 0 leaves the logits as they are.
+    """
+    logits = calibrated_logits(logits, num_classes, seen_penalty=seen_penalty, num_seen=num_seen)
     if size is not None and tuple(logits.shape[-2:]) != tuple(size):
         logits = F.interpolate(logits, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)
     return logits.argmax(dim=1)
@@ -450,23 +459,42 @@ def held_out_calibration(model: nn.Module, data: SegmentationDataset | torch.uti
             "num_labelled": counts[0][1] if counts else 0, "num_ignored": counts[0][3] if counts else 0}
 
 
-def evaluate_checkpoint(config, checkpoint: str, protocol: str = "original", progress: bool = False
-                        ) -> dict[str, Any]:
-    """Build the config's model, load ``checkpoint`` (any layout :func:`cagnet.models.load_checkpoint`
-    reads) and evaluate it on the config's test split. Returns the scores plus ``checkpoint``
-    and ``load_report``."""
-    from cagnet.models import build_cagnet, load_checkpoint
-    from cagnet.train.data import class_embedding_table, prepare_dataset, test_dataset
+def load_model(config, checkpoint: str, progress: bool = False):
+    """The config's model with ``checkpoint`` loaded, ready for inference: ``(model, info,
+    report, device)``.
+
+    Builds the model for the config's dataset (classes and embeddings from
+    :func:`cagnet.train.data.prepare_dataset`), loads ``checkpoint`` with
+    :func:`cagnet.models.load_checkpoint` (any layout it reads: a run's ``checkpoint.pt``, an
+    original-layout ``.pth``, ...), checks that the weights were trained on the config's input
+    normalisation (:func:`cagnet.models.check_input_normalization`) and moves the model to
+    ``runtime.device``. ``evaluate`` and ``predict`` load their models through here.
+    """
+    from cagnet.models import build_cagnet, check_input_normalization, load_checkpoint
+    from cagnet.train.data import class_embedding_table, prepare_dataset
     from cagnet.train.distributed import resolve_device
 
     info = prepare_dataset(config, progress=progress)
     table = class_embedding_table(config, info)
     model = build_cagnet(config.model, class_embeddings=table, num_seen=info.num_seen, num_unseen=info.num_unseen)
     report = load_checkpoint(model, checkpoint)
+    check_input_normalization(report, config.data.normalization)
     device = resolve_device(config.runtime.device)
     if config.runtime.amp == "fp16" and device.type != "cuda":
         raise ConfigError(f"runtime.amp: fp16 needs a CUDA device (running on {device.type}); use bf16 or none")
     model.to(device)
+    model.eval()
+    return model, info, report, device
+
+
+def evaluate_checkpoint(config, checkpoint: str, protocol: str = "original", progress: bool = False
+                        ) -> dict[str, Any]:
+    """Build the config's model, load ``checkpoint`` (:func:`load_model`) and evaluate it on the
+    config's test split. Returns the scores plus ``checkpoint`` and ``load_report``."""
+    from cagnet.train.data import test_dataset
+
+    _check_protocol(protocol)
+    model, info, report, device = load_model(config, checkpoint, progress=progress)
     dataset = test_dataset(config, info, warp_label=(protocol == "original"))
     scores = evaluate(model, dataset, info, protocol, test_size=config.data.test_size,
                       batch_size=config.data.test_batch_size, num_workers=config.data.num_workers,

@@ -106,3 +106,63 @@ def assert_fits_in_figure():
                     and box.y1 <= bounds.y1), f"{name} at {box.bounds} leaves the figure {bounds.bounds}"
 
     return check
+
+# ---------------------------------------------------------------------------------------------
+# a dataset with its own classes (tests/test_embed.py, test_custom_dataset.py, test_predict.py)
+# ---------------------------------------------------------------------------------------------
+CUSTOM_CLASSES = ["sky", "grass", "potted plant", "road", "water"]
+CUSTOM_SEEN, CUSTOM_UNSEEN = [0, 1, 3], [2, 4]   # potted plant and water are unseen
+#: (height, width) of the images of each folder: odd, non-square sizes
+CUSTOM_SIZES = {"train": [(97, 143), (120, 200), (81, 64), (143, 97)], "val": [(120, 200), (97, 143), (66, 90)]}
+
+
+def write_custom_dataset(root: Path, seed: int = 0) -> Path:
+    """A dataset folder in the original layout with its own class names and no word vectors yet:
+    sky above grass, road and water at the bottom, a round potted plant somewhere; images of
+    odd sizes, PNG and JPEG. Returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    colours = np.array([[110, 160, 230], [60, 150, 50], [150, 90, 60], [90, 90, 90], [30, 60, 160]])
+    rng = np.random.default_rng(seed)
+    for folder, shapes in CUSTOM_SIZES.items():
+        (root / "images" / folder).mkdir(parents=True)
+        (root / "annotations" / folder).mkdir(parents=True)
+        for index, (height, width) in enumerate(shapes):
+            yy, xx = np.mgrid[:height, :width]
+            label = np.zeros((height, width), np.uint8)
+            label[yy > 0.4 * height] = 1
+            label[(yy > 0.6 * height) & (xx < 0.5 * width)] = 3
+            label[(yy > 0.6 * height) & (xx >= 0.5 * width)] = 4
+            cy, cx = rng.integers(height // 4, 3 * height // 4), rng.integers(width // 4, 3 * width // 4)
+            label[(yy - cy) ** 2 + (xx - cx) ** 2 < (min(height, width) // 6) ** 2] = 2
+            label[0, :3] = 255   # a few unlabelled pixels
+            image = np.clip(colours[np.minimum(label, 4)] + rng.normal(0, 12, (height, width, 3)), 0, 255)
+            suffix = "jpg" if index % 2 else "png"
+            Image.fromarray(image.astype(np.uint8)).save(root / "images" / folder / f"scene{index}.{suffix}")
+            Image.fromarray(label).save(root / "annotations" / folder / f"scene{index}.png")
+    (root / "labels_refined.txt").write_text("".join(f"{i}\t{name}\n" for i, name in enumerate(CUSTOM_CLASSES)))
+    (root / "split").mkdir()
+    np.save(root / "split" / "seen_cls.npy", np.array(CUSTOM_SEEN))
+    np.save(root / "split" / "novel_cls.npy", np.array(CUSTOM_UNSEEN))
+    return root
+
+
+@pytest.fixture()
+def custom_dataset(tmp_path) -> Path:
+    """A fresh :func:`write_custom_dataset` folder (without word vectors) for one test."""
+    return write_custom_dataset(tmp_path / "my_dataset")
+
+
+def custom_train_overrides(root: Path) -> list[str]:
+    """``--set`` overrides that point the ``tutorial`` config at a custom dataset and shrink it
+    to seconds (crops larger than some images, batches of 2, one CPU thread)."""
+    return [f"data.root={root}", "data.crop_size=112", "data.batch_size=2", "data.test_size=96",
+            "data.test_batch_size=2", "runtime.device=cpu", "runtime.num_threads=1", "runtime.eval_interval=0",
+            "runtime.checkpoint_interval=0", "runtime.sample_images=2", "runtime.progress=false"]
+
+
+@pytest.fixture()
+def custom_overrides(custom_dataset) -> list[str]:
+    """:func:`custom_train_overrides` of the :func:`custom_dataset` folder."""
+    return custom_train_overrides(custom_dataset)

@@ -70,6 +70,9 @@ def test_errors_are_one_line(tiny_train_overrides, tmp_path, cli_error):
 @pytest.mark.parametrize("command, options", [
     ("train", ["--config", "--schedule", "--init-model", "--resume", "--out", "--set", "--stop-at", "--no-progress"]),
     ("evaluate", ["--config", "--checkpoint", "--protocol", "--json", "--set", "--no-progress"]),
+    ("embed", ["DATASET_DIR", "--extra-vectors", "--force"]),
+    ("predict", ["--config", "--checkpoint", "IMAGE_OR_FOLDER", "--out", "--protocol", "--seen-penalty", "--set",
+                 "--force", "--no-progress"]),
 ])
 def test_help_explains_every_option(command, options):
     sub = build_parser()._subparsers._group_actions[0].choices[command]
@@ -84,3 +87,27 @@ def test_module_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "cagnet", "train", "--help"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "--schedule" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "cagnet", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for command in ("check", "data", "train", "evaluate", "benchmark", "embed", "predict"):
+        assert f"    {command} " in result.stdout or f"    {command}\n" in result.stdout, command
+
+
+@pytest.mark.slow
+def test_train_from_torchvision_resnet_weights(tiny_train_overrides, tmp_path, capsys, cli_error):
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    path = tmp_path / "resnet_small.pth"   # same shapes as the deeplabv2_small body (random weights)
+    torch.save(ResNet(Bottleneck, [1, 2, 1, 1]).state_dict(), path)
+    args = ["train", "--config", "tutorial", "--out", str(tmp_path / "run"), "--init-model", str(path),
+            "--no-progress", *_sets(tiny_train_overrides), "--set", "schedules.step1.iterations=1",
+            "--set", "data.train_limit=4"]
+    err = cli_error(args)   # the tiny backbone has other shapes
+    assert "(torchvision layout) does not match the model" in err and "conv1.weight file [64, 3, 7, 7]" in err
+    small = ["--set", "model.backbone=deeplabv2_small", "--set", "model.base_width=64"]
+    err = cli_error([*args, *small])
+    assert "expect data.normalization=imagenet" in err and "add --set data.normalization=imagenet" in err
+    assert main([*args, *small, "--set", "data.normalization=imagenet"]) == 0
+    captured = capsys.readouterr()
+    assert "finished at iteration 1" in captured.out
+    assert "torchvision layout" in captured.err and "ignored (no DeepLabV2 counterpart): fc.weight, fc.bias" in captured.err

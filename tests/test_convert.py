@@ -1,4 +1,4 @@
-"""cagnet.models.convert: original checkpoint layout <-> project model."""
+"""cagnet.models.convert: original checkpoint layout <-> project model; torchvision ResNets -> backbone."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cagnet.errors import CheckpointError
-from cagnet.models import (CaGNet, build_cagnet, config_from_original_state_dict, count_parameters, load_checkpoint,
-                           original_to_project_key, project_to_original_key, read_checkpoint,
-                           save_original_checkpoint, to_original_state_dict)
+from cagnet.errors import CheckpointError, ConfigError
+from cagnet.models import (CaGNet, build_cagnet, check_input_normalization, config_from_original_state_dict,
+                           count_parameters, load_checkpoint, original_to_project_key, project_to_original_key,
+                           read_checkpoint, save_original_checkpoint, to_original_state_dict,
+                           torchvision_to_project_key)
 
 MANIFEST_PRESETS = {
     "manifest_voc12.json": "original_voc12",
@@ -273,3 +274,182 @@ def test_read_checkpoint_unwraps(tmp_path: Path):
     torch.save({"iteration": 3, "state_dict": {"module.a": torch.ones(1)}}, path)
     state, iteration, name = read_checkpoint(path)
     assert list(state) == ["a"] and iteration == 3 and name == str(path)
+
+
+# ---------------------------------------------------------------- torchvision ResNets
+def _torchvision_resnet(layers, seed: int, dilated: bool = False) -> torch.nn.Module:
+    """A torchvision ResNet of ``layers`` bottlenecks (random weights, random BN state), eval mode."""
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    torch.manual_seed(seed)
+    net = ResNet(Bottleneck, list(layers), replace_stride_with_dilation=[False, dilated, dilated])
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def torchvision_small(tmp_path_factory):
+    """(torchvision ResNet [1, 2, 1, 1], its state dict file) matching the small_reference backbone."""
+    net = _torchvision_resnet((1, 2, 1, 1), seed=5)
+    path = tmp_path_factory.mktemp("tv") / "resnet_small.pth"
+    torch.save(net.state_dict(), path)
+    return net, path
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_torchvision_weights_load_into_the_resnet_body(torchvision_small):
+    net, path = torchvision_small
+    model = build_cagnet("small_reference")
+    untouched = {k: v.clone() for k, v in model.state_dict().items()}
+    report = load_checkpoint(model, path)
+    assert report.layout == "torchvision" and report.normalization == "imagenet"
+    assert report.ignored == ["fc.weight", "fc.bias"]
+    assert "ignored (no DeepLabV2 counterpart): fc.weight, fc.bias" in str(report)
+    assert report.left_initialised == ["backbone.aspp", "class_embeddings", "context", "discriminator",
+                                       "generator", "seen_class_embeddings"]
+    source = net.state_dict()
+    after = model.state_dict()
+    mapped = {torchvision_to_project_key(k): k for k in source if not k.startswith("fc.")}
+    assert set(mapped) == {k for k in after if k.startswith(("backbone.stem", "backbone.res"))}
+    for project_key, key in mapped.items():
+        assert torch.equal(after[project_key], source[key]), key
+    for key in after:
+        if key not in mapped:
+            assert torch.equal(after[key], untouched[key]), key
+
+
+@torch.no_grad()
+def test_converted_features_equal_torchvision_where_the_architectures_agree(torchvision_small):
+    net, path = torchvision_small
+    model = build_cagnet("small_reference").eval()
+    load_checkpoint(model, path)
+    body = model.backbone
+    torch.manual_seed(0)
+    image = torch.randn(1, 3, 65, 66)   # sides 4k+1, 4k+2: the stem conv outputs are odd, max-pools agree
+
+    stem_conv = net.relu(net.bn1(net.conv1(image)))
+    assert _close(body.stem.conv(image), stem_conv)
+    stem = net.maxpool(stem_conv)
+    assert _close(body.stem(image), stem)
+    res2 = net.layer1(stem)
+    assert _close(body.res2(stem), res2)
+    # res3: the first block differs (stride on the 3x3 conv in torchvision, on the 1x1 reduce
+    # conv here); its shortcut and the later blocks agree
+    assert not _close(body.res3[0](res2), net.layer2[0](res2))
+    assert body.res3[0](res2).shape == net.layer2[0](res2).shape
+    assert _close(body.res3[0].shortcut(res2), net.layer2[0].downsample(res2))
+    res3_in = net.layer2[0](res2)
+    assert _close(body.res3[1](res3_in), net.layer2[1](res3_in))
+
+    # an even side: ceil-mode pooling adds a row; the overlap agrees
+    even = torch.randn(1, 3, 64, 65)
+    ours, theirs = body.stem(even), net.maxpool(net.relu(net.bn1(net.conv1(even))))
+    assert ours.shape[-2] == theirs.shape[-2] + 1 and ours.shape[-1] == theirs.shape[-1]
+    assert _close(ours[..., :theirs.shape[-2], :], theirs)
+
+
+@torch.no_grad()
+def test_dilated_stages_equal_torchvision_dilated_resnet_after_their_first_block():
+    net = _torchvision_resnet((1, 1, 2, 2), seed=6, dilated=True)   # dilation 2 in layer3, 4 in layer4
+    model = build_cagnet("small_reference", backbone_blocks=(1, 1, 2, 2)).eval()
+    load_checkpoint(model, net.state_dict(), name="tv_dilated")
+    body = model.backbone
+    x = torch.randn(1, 512, 9, 11)
+    # first blocks: torchvision dilates res4's first 3x3 by 1 and res5's by 2, DeepLabV2 by 2 and 4
+    assert not _close(body.res4[0](x), net.layer3[0](x))
+    assert _close(body.res4[0].shortcut(x), net.layer3[0].downsample(x))
+    y = net.layer3[0](x)
+    assert _close(body.res4[1](y), net.layer3[1](y))
+    z = net.layer3(x)
+    assert not _close(body.res5[0](z), net.layer4[0](z))
+    w = net.layer4[0](z)
+    assert _close(body.res5[1](w), net.layer4[1](w))
+
+
+def test_torchvision_resnet101_fits_the_voc12_model_and_not_tiny(tmp_path: Path):
+    from torchvision.models import resnet101
+
+    state = resnet101(weights=None).state_dict()
+    model = build_cagnet("original_voc12")
+    report = load_checkpoint(model, state, name="resnet101.pth")
+    assert report.layout == "torchvision" and report.ignored == ["fc.weight", "fc.bias"]
+    assert torch.equal(model.backbone.res4[22].conv3x3.conv.weight, state["layer3.22.conv2.weight"])
+    message = _raises_one_line(build_cagnet("tiny"), state, "shape mismatch", name="resnet101.pth")
+    assert "resnet101.pth (torchvision layout)" in message and "conv1.weight file [64, 3, 7, 7] vs model" in message
+
+
+def test_torchvision_source_uses_the_weights_api(monkeypatch, torchvision_small):
+    from torchvision.models._api import WeightsEnum
+
+    net, _ = torchvision_small
+    requested = []
+
+    def fake_get_state_dict(self, *args, **kwargs):
+        requested.append((str(self), kwargs))
+        return net.state_dict()
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", fake_get_state_dict)
+    report = load_checkpoint(build_cagnet("small_reference"), "torchvision:resnet101")
+    assert requested[0][0] == "ResNet101_Weights.IMAGENET1K_V1" and requested[0][1]["weights_only"] is True
+    assert report.source == "torchvision:resnet101" and report.layout == "torchvision"
+    load_checkpoint(build_cagnet("small_reference"), "torchvision:resnet50:IMAGENET1K_V2")
+    assert requested[1][0] == "ResNet50_Weights.IMAGENET1K_V2"
+
+
+def test_torchvision_source_errors(monkeypatch):
+    from torchvision.models._api import WeightsEnum
+
+    model = build_cagnet("small_reference", device="meta")
+    with pytest.raises(CheckpointError, match="unknown torchvision model 'vgg16'"):
+        load_checkpoint(model, "torchvision:vgg16")
+    with pytest.raises(CheckpointError, match="no weights 'IMAGENET9K' for resnet101 .known: IMAGENET1K_V1"):
+        load_checkpoint(model, "torchvision:resnet101:IMAGENET9K")
+
+    def offline(self, *args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(model, "torchvision:resnet101")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("torchvision:resnet101: cannot read torchvision's")
+    assert "name resolution" in message and "checkpoints" in message
+
+
+def test_input_normalization_of_each_layout(torchvision_small):
+    _, path = torchvision_small
+    report = load_checkpoint(build_cagnet("small_reference"), path)
+    check_input_normalization(report, "imagenet")
+    with pytest.raises(ConfigError, match=r"expect data.normalization=imagenet .*config has caffe; "
+                                          r"add --set data.normalization=imagenet"):
+        check_input_normalization(report, "caffe")
+    original = load_checkpoint(tiny_model(2), to_original_state_dict(tiny_model(1)))
+    assert original.normalization == "caffe"
+    with pytest.raises(ConfigError, match="data.normalization=caffe"):
+        check_input_normalization(original, "imagenet")
+    project = load_checkpoint(tiny_model(2), tiny_model(1).state_dict())
+    assert project.normalization is None
+    check_input_normalization(project, "imagenet")   # unknown: not checked
+    trained = {"iteration": 3, "state_dict": tiny_model(1).state_dict(), "config": {"data": {"normalization": "imagenet"}}}
+    assert load_checkpoint(tiny_model(2), trained).normalization == "imagenet"
+
+
+def test_torchvision_key_functions():
+    assert torchvision_to_project_key("layer3.22.conv2.weight") == "backbone.res4.22.conv3x3.conv.weight"
+    assert torchvision_to_project_key("layer1.0.downsample.1.running_var") == "backbone.res2.0.shortcut.bn.running_var"
+    assert torchvision_to_project_key("bn1.num_batches_tracked") == "backbone.stem.conv.bn.num_batches_tracked"
+    assert torchvision_to_project_key("fc.weight") is None
+    from cagnet.models.convert import project_to_torchvision_key
+
+    for key in ("conv1.weight", "bn1.running_mean", "layer4.2.bn3.weight", "layer2.0.downsample.0.weight",
+                "layer2.0.downsample.1.bias"):
+        assert project_to_torchvision_key(torchvision_to_project_key(key)) == key

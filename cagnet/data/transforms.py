@@ -238,15 +238,20 @@ class TestTransform:
         self.warp_label = bool(warp_label)
 
     def __call__(self, image, label, generator: Generator = None) -> tuple[torch.Tensor, torch.Tensor]:
-        image_t = normalize_image(image, self.normalization)
         label_t = _as_label_tensor(label)
-        if tuple(image_t.shape[-2:]) != tuple(label_t.shape):
-            raise ValueError(f"image {tuple(image_t.shape[-2:])} and label {tuple(label_t.shape)} sizes differ")
+        if tuple(np.shape(image)[:2]) != tuple(label_t.shape):
+            raise ValueError(f"image {tuple(np.shape(image)[:2])} and label {tuple(label_t.shape)} sizes differ")
+        if self.size is not None and self.warp_label:
+            label_t = resize_labels(label_t, self.size)
+        return self.transform_image(image), label_t.contiguous()
+
+    def transform_image(self, image) -> torch.Tensor:
+        """The network input of an image without a label: uint8 RGB [H, W, 3] -> normalised
+        FloatTensor [3, h, w], warped to ``size`` when set (what :meth:`__call__` does to it)."""
+        image_t = normalize_image(image, self.normalization)
         if self.size is not None:
             image_t = _resize_image(image_t, self.size)
-            if self.warp_label:
-                label_t = resize_labels(label_t, self.size)
-        return image_t.contiguous(), label_t.contiguous()
+        return image_t.contiguous()
 
     def __repr__(self) -> str:
         return f"TestTransform(size={self.size}, normalization={self.normalization!r}, warp_label={self.warp_label})"

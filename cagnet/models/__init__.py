@@ -8,7 +8,7 @@ Modules, each readable on its own:
 ``discriminator``  shared layer + real/fake head + classifier head
 ``cagnet``         the full model, :class:`ModelConfig`, presets, :func:`build_cagnet`
 ``baselines``      the comparison methods SPNet and ZS3Net (with its GMMN generator)
-``convert``        checkpoints of the original implementation <-> this model
+``convert``        checkpoints of the original implementation <-> this model; torchvision ResNets -> its backbone
 """
 from cagnet.models.backbone import (ASPP, BACKBONE_PRESETS, Bottleneck, ConvBN, DeepLabV2, FrozenBatchNorm2d,
                                     max_fuse, resize_to_scale)
@@ -17,8 +17,10 @@ from cagnet.models.cagnet import (MODEL_PRESETS, CaGNet, ContextOutput, ModelCon
                                   count_parameters, model_config)
 from cagnet.models.contextual import (ContextualLatent, ContextualModule, real_feature,
                                       reparameterize, resize_mask)
-from cagnet.models.convert import (LoadReport, config_from_original_state_dict, load_checkpoint, original_to_project_key, project_to_original_key,
-                                   read_checkpoint, save_original_checkpoint, to_original_state_dict)
+from cagnet.models.convert import (LAYOUT_NORMALIZATION, LoadReport, check_input_normalization,
+                                   config_from_original_state_dict, load_checkpoint, original_to_project_key,
+                                   project_to_original_key, read_checkpoint, save_original_checkpoint,
+                                   to_original_state_dict, torchvision_to_project_key)
 from cagnet.models.discriminator import Discriminator
 from cagnet.models.generator import FeatureGenerator
 
@@ -27,7 +29,8 @@ __all__ = [
     "resize_to_scale",
     "MODEL_PRESETS", "CaGNet", "ContextOutput", "ModelConfig", "build_cagnet", "count_parameters", "model_config",
     "ContextualLatent", "ContextualModule", "real_feature", "reparameterize", "resize_mask",
-    "LoadReport", "config_from_original_state_dict", "load_checkpoint", "original_to_project_key", "project_to_original_key", "read_checkpoint",
+    "LAYOUT_NORMALIZATION", "LoadReport", "check_input_normalization", "torchvision_to_project_key",
+    "config_from_original_state_dict", "load_checkpoint", "original_to_project_key", "project_to_original_key", "read_checkpoint",
     "save_original_checkpoint", "to_original_state_dict",
     "Discriminator", "FeatureGenerator",
     "NEGATIVE_LOGIT", "SPNet", "GMMNGenerator", "ZS3Net",

@@ -33,6 +33,48 @@ file (``deeplabv2_resnet101_init.pth``: keys under ``back.scale.``, or the same 
 prefix ``scale.`` or none; it must cover the whole ResNet body, and the report lists the parts
 left initialised), or a state dict of the project's own layout. Files are read with
 ``torch.load(weights_only=True)``; any mismatch raises :class:`CheckpointError` in one line.
+
+torchvision's ImageNet ResNets (``torchvision:resnet101``, or a file holding the
+``state_dict()`` of a ``torchvision.models.resnet50/101/152``) load into the ResNet body as a
+fourth layout, ``torchvision``::
+
+    torchvision key                                        project key
+    conv1.weight, bn1.<p>                                  backbone.stem.conv.{conv.weight, bn.<p>}
+    layer<k>.<b>.conv1.weight, bn1.<p>   (k = 1..4)        backbone.res<k+1>.<b>.reduce.{conv.weight, bn.<p>}
+    layer<k>.<b>.conv2.weight, bn2.<p>                     backbone.res<k+1>.<b>.conv3x3.{...}
+    layer<k>.<b>.conv3.weight, bn3.<p>                     backbone.res<k+1>.<b>.increase.{...}
+    layer<k>.<b>.downsample.0.weight, downsample.1.<p>     backbone.res<k+1>.<b>.shortcut.{...}
+    fc.weight, fc.bias                                     (none: ignored, listed in the report)
+
+BN layers copy as they are (weight, bias, running statistics): the frozen BN of the backbone
+has the state of ``nn.BatchNorm2d`` and the same eps (1e-5). Same weights do not make the same
+network, though. With the converted weights, the backbone's layers compute, given the same
+input, what torchvision's compute (to float rounding) in:
+
+* the stem's 7x7 conv, BN and ReLU;
+* the stem's 3x3/2 max-pool wherever both produce an output: DeepLabV2 pools in ceil mode,
+  torchvision in floor mode, so when the conv output side is even (input side 4k or 4k + 3)
+  DeepLabV2 has one more row / column; with input sides 4k + 1 or 4k + 2 the outputs are equal;
+* every block of res2 (stride 1, no dilation in both);
+* res3: every block after the first, and the first block's shortcut (1x1 conv, stride 2, in
+  both);
+* res4 / res5: the blocks after the first equal those of torchvision's *dilated* ResNet
+  (``replace_stride_with_dilation=[False, True, True]``, dilation 2 in layer3 and 4 in layer4,
+  output stride 8), as does res4's first-block shortcut (1x1, stride 1).
+
+They differ where the architectures differ: torchvision's ResNet v1.5 puts the stride of
+res3's first block on its 3x3 conv, Caffe-style DeepLabV2 on the 1x1 reduce conv before it;
+the first blocks of res4 / res5 dilate their 3x3 conv by 2 / 4 where torchvision's plain ResNet
+strides by 2 (and its dilated variant dilates by 1 / 2). Every feature after res3's first
+block therefore differs from any torchvision output; the weights are a start that training
+adapts, as DeepLabV2 itself started from ImageNet classification weights. The ASPP and the
+other CaGNet parts have no counterpart and keep their initial values.
+
+Input normalisation: each layout's weights expect the input they were trained with
+(:data:`LAYOUT_NORMALIZATION`): the original and DeepLabV2 files BGR 0..255 minus the mean
+(``data.normalization: caffe``), torchvision's RGB / 255 normalised with the ImageNet mean and
+std (``imagenet``). :func:`check_input_normalization` turns a mismatch with the config into an
+error.
 """
 from __future__ import annotations
 
@@ -47,9 +89,18 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from cagnet.errors import CheckpointError
+from cagnet.errors import CheckpointError, ConfigError
 
 ORIGINAL_BACKBONE_PREFIX = "back.scale."
+#: ``--init-model`` / :func:`load_checkpoint` source naming torchvision ImageNet weights:
+#: ``torchvision:<model>`` (weights IMAGENET1K_V1) or ``torchvision:<model>:<weights>``
+TORCHVISION_SOURCE = "torchvision:"
+TORCHVISION_RESNETS = ("resnet50", "resnet101", "resnet152")
+TORCHVISION_DEFAULT_WEIGHTS = "IMAGENET1K_V1"
+#: input normalisation (:mod:`cagnet.data.transforms`) the weights of each layout were trained
+#: with; a project-layout file says it only when it is a training checkpoint with its config
+LAYOUT_NORMALIZATION = {"original": "caffe", "backbone": "caffe", "torchvision": "imagenet"}
+_NORMALIZATION_TEXT = {"caffe": "BGR 0..255 minus the mean", "imagenet": "RGB / 255 with the ImageNet mean and std"}
 _PARTS = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 _MAX_LISTED = 4
 
@@ -102,6 +153,88 @@ _TO_ORIGINAL: list[tuple[re.Pattern, Callable[[re.Match, int], str]]] = [
 ]
 
 
+_TORCHVISION_CONVS = {"1": "reduce", "2": "conv3x3", "3": "increase"}
+_TORCHVISION_TO_PROJECT: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
+    (re.compile(r"conv1\.weight"), lambda m: "backbone.stem.conv.conv.weight"),
+    (re.compile(r"bn1\." + _PARTS), lambda m: f"backbone.stem.conv.bn.{m[1]}"),
+    (re.compile(r"layer([1-4])\.(\d+)\.conv([1-3])\.weight"),
+     lambda m: f"backbone.res{int(m[1]) + 1}.{m[2]}.{_TORCHVISION_CONVS[m[3]]}.conv.weight"),
+    (re.compile(r"layer([1-4])\.(\d+)\.bn([1-3])\." + _PARTS),
+     lambda m: f"backbone.res{int(m[1]) + 1}.{m[2]}.{_TORCHVISION_CONVS[m[3]]}.bn.{m[4]}"),
+    (re.compile(r"layer([1-4])\.(\d+)\.downsample\.0\.weight"),
+     lambda m: f"backbone.res{int(m[1]) + 1}.{m[2]}.shortcut.conv.weight"),
+    (re.compile(r"layer([1-4])\.(\d+)\.downsample\.1\." + _PARTS),
+     lambda m: f"backbone.res{int(m[1]) + 1}.{m[2]}.shortcut.bn.{m[3]}"),
+]
+#: torchvision keys without a DeepLabV2 counterpart (the ImageNet classifier)
+_TORCHVISION_IGNORED = re.compile(r"fc\.(weight|bias)")
+
+
+def torchvision_to_project_key(key: str) -> str | None:
+    """Project key of a torchvision ResNet key (``layer3.5.conv2.weight`` ->
+    ``backbone.res4.5.conv3x3.conv.weight``), or None (``fc.*`` and unknown keys)."""
+    for pattern, convert in _TORCHVISION_TO_PROJECT:
+        m = pattern.fullmatch(key)
+        if m:
+            return convert(m)
+    return None
+
+
+def project_to_torchvision_key(key: str) -> str:
+    """Inverse of :func:`torchvision_to_project_key` (for messages); KeyError outside the ResNet body."""
+    m = re.fullmatch(r"backbone\.stem\.conv\.(conv\.weight|bn\.(.+))", key)
+    if m:
+        return "conv1.weight" if m[2] is None else f"bn1.{m[2]}"
+    m = re.fullmatch(r"backbone\.res([2-5])\.(\d+)\.(reduce|conv3x3|increase|shortcut)\.(conv\.weight|bn\.(.+))", key)
+    if m:
+        block = f"layer{int(m[1]) - 1}.{m[2]}"
+        if m[3] == "shortcut":
+            return f"{block}.downsample.0.weight" if m[5] is None else f"{block}.downsample.1.{m[5]}"
+        index = {v: k for k, v in _TORCHVISION_CONVS.items()}[m[3]]
+        return f"{block}.conv{index}.weight" if m[5] is None else f"{block}.bn{index}.{m[5]}"
+    raise KeyError(f"project key {key!r} has no counterpart in a torchvision ResNet")
+
+
+def is_torchvision_layout(state: Mapping[str, Any]) -> bool:
+    """Whether a state dict is a torchvision ResNet's (``conv1.weight`` and ``layer1.0.conv1.weight``)."""
+    return "conv1.weight" in state and "layer1.0.conv1.weight" in state
+
+
+def torchvision_weights(source: str):
+    """The torchvision weights enum member a ``torchvision:<model>[:<weights>]`` source names
+    (nothing is downloaded). ``torchvision:resnet101`` = ``ResNet101_Weights.IMAGENET1K_V1``."""
+    from torchvision.models import get_model_weights
+
+    spec = source[len(TORCHVISION_SOURCE):]
+    arch, _, weights_name = spec.partition(":")
+    if arch not in TORCHVISION_RESNETS:
+        raise CheckpointError(f"{source}: unknown torchvision model {arch!r} (expected one of "
+                              f"{', '.join(TORCHVISION_RESNETS)}, e.g. torchvision:resnet101)")
+    members = get_model_weights(arch).__members__
+    weights_name = weights_name or TORCHVISION_DEFAULT_WEIGHTS
+    if weights_name not in members:
+        raise CheckpointError(f"{source}: torchvision has no weights {weights_name!r} for {arch} "
+                              f"(known: {', '.join(members)})")
+    return members[weights_name]
+
+
+def read_torchvision_weights(source: str) -> "OrderedDict[str, torch.Tensor]":
+    """State dict of ``torchvision:<model>[:<weights>]`` through torchvision's weights API:
+    read from torch's hub cache (``$TORCH_HOME/hub/checkpoints``), downloaded there once when
+    absent, hash-checked and unpickled with ``weights_only=True``. Raises :class:`CheckpointError`
+    in one line when the weights cannot be had (e.g. no network and no cached copy)."""
+    weights = torchvision_weights(source)
+    try:
+        state = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except Exception as err:  # network errors, hash mismatches, truncated downloads
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(
+            f"{source}: cannot read torchvision's {weights} weights ({type(err).__name__}: {first[:160]}); "
+            f"torchvision downloads them once into {torch.hub.get_dir()}/checkpoints, or pass the path of a "
+            f"saved torchvision ResNet state dict") from None
+    return OrderedDict(state)
+
+
 def original_to_project_key(key: str, generator_layers: int = 5) -> str | None:
     """Project key of an original key, or None if the original layout has no such key.
 
@@ -148,12 +281,30 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, Any], name: str | N
                     ) -> tuple["OrderedDict[str, torch.Tensor]", int | None, str]:
     """Safely read a checkpoint: (state dict without ``module.`` prefixes, iteration or None, name).
 
-    ``source`` is a path (read with ``torch.load(weights_only=True)`` on the CPU) or an
-    already loaded mapping. ``{'iteration', 'state_dict'}`` wrappers are unwrapped.
+    ``source`` is a path (read with ``torch.load(weights_only=True)`` on the CPU), a
+    ``torchvision:<model>[:<weights>]`` name (:func:`read_torchvision_weights`) or an already
+    loaded mapping. ``{'iteration', 'state_dict'}`` wrappers are unwrapped.
     """
-    if isinstance(source, Mapping):
+    state, iteration, name, _ = _read(source, name)
+    return state, iteration, name
+
+
+def _trained_normalization(data: Mapping[str, Any]) -> str | None:
+    """``data.normalization`` of the config a training checkpoint carries, if any."""
+    config = data.get("config")
+    section = config.get("data") if isinstance(config, Mapping) else None
+    value = section.get("normalization") if isinstance(section, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+def _read(source, name):
+    """:func:`read_checkpoint` plus the input normalisation a training checkpoint records."""
+    if isinstance(source, str) and source.startswith(TORCHVISION_SOURCE):
+        name = name or source
+        data: Any = read_torchvision_weights(source)
+    elif isinstance(source, Mapping):
         name = name or "<state dict>"
-        data: Any = source
+        data = source
     else:
         path = Path(source)
         name = name or str(path)
@@ -169,6 +320,7 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, Any], name: str | N
         raise CheckpointError(f"checkpoint {name}: expected a state dict or {{'iteration', 'state_dict'}}, "
                               f"got {type(data).__name__}")
     iteration = None
+    normalization = _trained_normalization(data)
     if "state_dict" in data:
         if "iteration" in data:
             try:
@@ -186,7 +338,7 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, Any], name: str | N
         state[key[len("module."):] if key.startswith("module.") else key] = value
     if not state:
         raise CheckpointError(f"checkpoint {name}: the state dict is empty")
-    return state, iteration, name
+    return state, iteration, name, normalization
 
 
 def _load_failure(err: Exception) -> str:
@@ -206,10 +358,14 @@ class LoadReport:
 
     Attributes:
         source: file name (or ``<state dict>``).
-        layout: ``original`` (full checkpoint), ``backbone`` (DeepLabV2 init file) or ``project``.
+        layout: ``original`` (full checkpoint), ``backbone`` (DeepLabV2 init file),
+            ``torchvision`` (a torchvision ResNet) or ``project``.
         iteration: the iteration stored in the file, if any.
         loaded: project keys that received values.
         left_initialised: model parts (module paths) that kept their current values.
+        ignored: keys of the file that have no counterpart by design (torchvision's ``fc``).
+        normalization: the input normalisation the weights were trained with
+            (:data:`LAYOUT_NORMALIZATION`, or a training checkpoint's config), None if unknown.
     """
 
     source: str
@@ -217,6 +373,8 @@ class LoadReport:
     iteration: int | None = None
     loaded: list[str] = field(default_factory=list)
     left_initialised: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    normalization: str | None = None
 
     def __str__(self) -> str:
         text = f"{self.source}: {self.layout} layout, {len(self.loaded)} tensors loaded"
@@ -224,7 +382,21 @@ class LoadReport:
             text += f", iteration {self.iteration}"
         if self.left_initialised:
             text += f"; left initialised: {', '.join(self.left_initialised)}"
+        if self.ignored:
+            text += f"; ignored (no DeepLabV2 counterpart): {', '.join(self.ignored)}"
         return text
+
+
+def check_input_normalization(report: LoadReport, normalization: str) -> None:
+    """Raise :class:`ConfigError` when the loaded weights were trained on another input
+    normalisation than ``normalization`` (the config's ``data.normalization``); nothing when
+    the report does not know it."""
+    expected = report.normalization
+    if expected is not None and expected != normalization:
+        raise ConfigError(
+            f"{report.source}: these {report.layout}-layout weights expect data.normalization={expected} "
+            f"({_NORMALIZATION_TEXT.get(expected, expected)}), the config has {normalization}; "
+            f"add --set data.normalization={expected}")
 
 
 def _listing(keys: list[str]) -> str:
@@ -250,26 +422,49 @@ def _normalise_backbone_prefix(state: "OrderedDict[str, torch.Tensor]") -> "Orde
     return state
 
 
+def _map_torchvision(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+                     ) -> tuple["OrderedDict[str, torch.Tensor]", list[str], list[str]]:
+    """(project-keyed tensors, unexpected keys, ignored keys) of a torchvision ResNet state dict."""
+    mapped, unexpected, ignored = OrderedDict(), [], []
+    for key, value in state.items():
+        project_key = torchvision_to_project_key(key)
+        if _TORCHVISION_IGNORED.fullmatch(key):
+            ignored.append(key)
+        elif project_key is None or project_key not in target:
+            unexpected.append(key)
+        else:
+            mapped[project_key] = value
+    return mapped, unexpected, ignored
+
+
 def _is_resnet_body(project_key: str) -> bool:
     return project_key.startswith(("backbone.stem.", "backbone.res"))
 
 
 def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping[str, Any], *,
                     name: str | None = None) -> LoadReport:
-    """Load a checkpoint (original, DeepLabV2 init or project layout) into ``model``.
+    """Load a checkpoint (original, DeepLabV2 init, torchvision ResNet or project layout) into ``model``.
 
-    Shapes are checked before anything is copied; a mismatch, an unknown key or a missing
-    key raises :class:`CheckpointError` naming the file and the first few keys, and leaves
-    the model unchanged. Missing ``num_batches_tracked`` entries (files written before
-    PyTorch 0.4.1) are tolerated. A backbone-only file must cover the whole ResNet body
-    (stem, res2..res5); the other parts are left as they are and listed in the report.
+    ``source``: a file, ``torchvision:<model>[:<weights>]`` (torchvision's ImageNet weights,
+    see the module docstring) or a loaded mapping. Shapes are checked before anything is
+    copied; a mismatch, an unknown key or a missing key raises :class:`CheckpointError`
+    naming the file and the first few keys, and leaves the model unchanged. Missing
+    ``num_batches_tracked`` entries (files written before PyTorch 0.4.1) are tolerated. A
+    backbone-only file (DeepLabV2 init, torchvision) must cover the whole ResNet body (stem,
+    res2..res5); the other parts are left as they are and listed in the report, torchvision's
+    classifier ``fc`` is ignored and listed too. The report's ``normalization`` tells which
+    input the weights expect (:func:`check_input_normalization`).
     """
-    state, iteration, name = read_checkpoint(source, name)
+    state, iteration, name, trained_normalization = _read(source, name)
     target = model.state_dict()
     n = _generator_layers(model)
+    ignored: list[str] = []
 
     if set(state) <= set(target):
         layout, mapped, unexpected = "project", state, []
+    elif is_torchvision_layout(state):
+        layout = "torchvision"
+        mapped, unexpected, ignored = _map_torchvision(state, target)
     else:
         state = _normalise_backbone_prefix(state)
         backbone_only = all(k.startswith(ORIGINAL_BACKBONE_PREFIX) for k in state)
@@ -284,12 +479,17 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping[str, A
                 mapped[project_key] = value
 
     def shown(project_key: str) -> str:
-        return project_key if layout == "project" else project_to_original_key(project_key, n)
+        if layout == "project":
+            return project_key
+        if layout == "torchvision":
+            return project_to_torchvision_key(project_key)
+        return project_to_original_key(project_key, n)
 
     mismatched = [f"{shown(k)} file {list(v.shape)} vs model {list(target[k].shape)}"
                   for k, v in mapped.items() if tuple(v.shape) != tuple(target[k].shape)]
     missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
-    required = [k for k in missing if layout != "backbone" or _is_resnet_body(k)]
+    body_only = layout in ("backbone", "torchvision")   # the rest of the model keeps its values
+    required = [k for k in missing if not body_only or _is_resnet_body(k)]
     problems = []
     if required:
         problems.append(f"missing keys: {_listing([shown(k) for k in required])}")
@@ -302,7 +502,9 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping[str, A
 
     model.load_state_dict(mapped, strict=False)
     left = sorted({_module_of(k) for k in missing})
-    return LoadReport(source=name, layout=layout, iteration=iteration, loaded=list(mapped), left_initialised=left)
+    normalization = trained_normalization if layout == "project" else LAYOUT_NORMALIZATION[layout]
+    return LoadReport(source=name, layout=layout, iteration=iteration, loaded=list(mapped), left_initialised=left,
+                      ignored=ignored, normalization=normalization)
 
 
 def config_from_original_state_dict(state: Mapping[str, torch.Tensor], num_unseen: int, **overrides: Any):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from cagnet.errors import CheckpointError
+from cagnet.files import atomic_write
 
 CHECKPOINT_FORMAT = "cagnet-train"
 CHECKPOINT_VERSION = 1
@@ -69,21 +69,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a reader
-    (or a crash) never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    (or a crash) never sees a half-written file (:func:`cagnet.files.atomic_write`)."""
+    return atomic_write(path, lambda stream: torch.save(payload, stream))
 
 
 def _cpu(state: Any) -> Any:

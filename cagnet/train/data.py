@@ -116,13 +116,28 @@ def dataset_root(config: TrainConfig) -> Path:
     return default_data_root()
 
 
+def builds_synthetic(config: TrainConfig, root: Path) -> bool:
+    """Whether :func:`prepare_dataset` builds (or reuses) the embedded benchmark at ``root``:
+    when ``data.synthetic`` is set and ``root`` is not another dataset. A folder with a
+    ``labels_refined.txt`` and no ``benchmark.json`` is a dataset of its own and is read as it
+    is, so ``--set data.root=DATASET`` is all a config with ``data.synthetic`` (``tutorial``)
+    needs to train on it."""
+    if config.data.synthetic is None:
+        return False
+    from cagnet.data.datasets import LABELS_FILE
+    from cagnet.data.synthetic import BENCHMARK_FILE
+
+    return not ((root / LABELS_FILE).is_file() and not (root / BENCHMARK_FILE).exists())
+
+
 def prepare_dataset(config: TrainConfig, progress: bool = False) -> DatasetInfo:
-    """Build the embedded benchmark when the config asks for it, then read the dataset's classes.
+    """Build the embedded benchmark when the config asks for it (:func:`builds_synthetic`), then
+    read the dataset's classes.
 
     A missing dataset folder is a :class:`DatasetError` naming it.
     """
     root = dataset_root(config)
-    if config.data.synthetic is not None:
+    if builds_synthetic(config, root):
         from cagnet.data.synthetic import SyntheticConfig, build_synthetic_benchmark
 
         build_synthetic_benchmark(root, SyntheticConfig.from_dict(dict(config.data.synthetic)), progress=progress)

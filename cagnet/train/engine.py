@@ -50,7 +50,7 @@ import yaml
 from cagnet.config import SCHEDULE_NAMES, TrainConfig, to_dict
 from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError
 from cagnet.losses import IGNORE_INDEX
-from cagnet.models import build_cagnet, load_checkpoint
+from cagnet.models import build_cagnet, check_input_normalization, load_checkpoint
 from cagnet.runtime import torch_threads
 from cagnet.train import checkpoint as ckpt
 from cagnet.train.data import (BatchStream, class_embedding_table, mix_seed, prepare_dataset, test_dataset,
@@ -198,7 +198,7 @@ class Trainer:
             self.info = prepare_dataset(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, synthetic=None)))
         info = self.info
         num_outputs = info.num_seen + info.num_unseen + 1
-        if sched.top_p > num_outputs:
+        if self.schedule_name == "st" and sched.top_p > num_outputs:   # only self-training ranks classes
             raise ConfigError(f"schedules.{self.schedule_name}.top_p: {sched.top_p} exceeds the "
                               f"{num_outputs} classifier outputs")
         self.model = build_cagnet(cfg.model, class_embeddings=class_embedding_table(cfg, info),
@@ -302,6 +302,7 @@ class Trainer:
                          "(the original starts from DeepLabV2 weights)")
             return
         report = load_checkpoint(self.model, source)
+        check_input_normalization(report, self.config.data.normalization)
         self.say(f"initial weights: {report}")
 
     def _set_train_mode(self) -> None:
@@ -503,8 +504,11 @@ def train(config: TrainConfig, schedule: str = "step1", out_dir: str | Path | No
         config: a loaded :class:`~cagnet.config.TrainConfig` (:func:`cagnet.config.load_train_config`).
         schedule: ``step1``, ``mixed``, ``st`` or ``st_mixed``.
         out_dir: run folder (default ``runs/<config name>/<schedule>``).
-        init_model: initial weights: an original-layout checkpoint, DeepLabV2 init weights or a
-            project checkpoint (overrides the schedule's ``init_model`` / ``init_from``).
+        init_model: initial weights: an original-layout checkpoint, DeepLabV2 init weights, a
+            project checkpoint, ``torchvision:resnet101`` or a torchvision ResNet state dict file
+            (:func:`cagnet.models.load_checkpoint`; overrides the schedule's ``init_model`` /
+            ``init_from``). Weights trained on another input normalisation than
+            ``data.normalization`` are refused (:func:`cagnet.models.check_input_normalization`).
         resume: continue from ``<out_dir>/checkpoint.pt``.
         stop_at: stop after this iteration (with a checkpoint), to resume later.
         progress: progress bar (default ``runtime.progress``).

@@ -1,0 +1,62 @@
+"""Reading text files with one-line errors, and writing output files without ever leaving a
+half-written one.
+
+:func:`read_text` reads a UTF-8 file and names it in the error when it cannot.
+:func:`atomic_write` writes into a temporary file in the target's folder and renames it onto
+the target (``os.replace``, atomic on one file system): a reader, or a crash, sees either the
+old file or the complete new one. :func:`refuse_existing` is the shared "nothing is overwritten
+without ``--force``" check of the commands that write files.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable
+
+from cagnet.errors import CagnetError
+
+
+def read_text(path: str | os.PathLike, what: str, error: type[CagnetError] = CagnetError) -> str:
+    """The UTF-8 text of ``path``; ``error("<path>: <what> not found")`` or
+    ``error("<path>: cannot read <what> (<reason>)")`` when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{path}: cannot read {what} ({err})") from None
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(stream)`` on a temporary file next to ``path``, flush it to disk, then
+    rename it to ``path`` (creating the folder). On any failure the temporary file is removed
+    and ``path`` is left as it was. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write` of UTF-8 text."""
+    return atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def refuse_existing(paths: Iterable[str | os.PathLike], force: bool, error: type[CagnetError] = CagnetError) -> None:
+    """Raise ``error`` naming the first of ``paths`` that exists, unless ``force``."""
+    if force:
+        return
+    for path in paths:
+        if Path(path).exists():
+            raise error(f"{path}: exists; pass --force to replace it")
