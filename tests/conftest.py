@@ -107,6 +107,7 @@ def assert_fits_in_figure():
 
     return check
 
+
 # ---------------------------------------------------------------------------------------------
 # a dataset with its own classes (tests/test_embed.py, test_custom_dataset.py, test_predict.py)
 # ---------------------------------------------------------------------------------------------
