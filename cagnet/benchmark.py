@@ -259,7 +259,7 @@ class _SeedRun:
     """Trains and scores the requested methods for one seed, sharing models between rows."""
 
     def __init__(self, config: TrainConfig, seed: int, out_dir: Path, held_out: int | None) -> None:
-        from cagnet.train.data import prepare_dataset, test_dataset
+        from cagnet.train.data import evaluation_dataset, prepare_dataset
         from cagnet.train.baselines import training_ids
         from cagnet.train.distributed import resolve_device
 
@@ -267,7 +267,7 @@ class _SeedRun:
         self.seed = seed
         self.out_dir = out_dir / str(seed)
         self.info = prepare_dataset(self.config)
-        self.test_set = test_dataset(self.config, self.info)
+        self.test_set = evaluation_dataset(self.config, self.info, "test")
         self.device = resolve_device(self.config.runtime.device)
         self.held_out = held_out if held_out is not None else default_held_out(len(training_ids(self.config, self.info)))
         self.models: dict[str, torch.nn.Module] = {}

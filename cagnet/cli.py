@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "each naming the file; exit status 1 if there is any, 0 otherwise. Read-only.",
     )
     check.add_argument("dataset_dir", metavar="DATASET_DIR", help="dataset folder (images/, annotations/, split/, ...)")
-    check.add_argument("--split", choices=("train", "test", "all"), default="all", help="split(s) to check (default: all)")
+    check.add_argument("--split", choices=("train", "validation", "test", "all"), default="all",
+                       help="split(s) to check (default: all; validation only when the folder has one)")
     check.add_argument("--embedding", choices=("auto", "fastnvec", "fasttext", "word2vec", "glove", "none"),
                        default="auto", help="word vectors to validate (default: auto; none = skip)")
     check.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=0, help="generation seed (default: 0)")
     data.add_argument("--num-train", type=int, default=400, help="training images (default: 400)")
     data.add_argument("--num-test", type=int, default=150, help="test images (default: 150)")
+    data.add_argument("--num-validation", type=int, default=150,
+                      help="validation images, for recipe and calibration choices (default: 150)")
     data.add_argument("--image-size", type=int, default=128, help="image side in pixels (default: 128)")
     data.add_argument("--force", action="store_true", help="regenerate even when a matching copy exists")
     data.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -96,10 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
                           help="original: images warped to data.test_size, ground truth nearest-resized to "
                                "the prediction grid (as the original); full: logits upsampled to each image's "
                                "own size and scored at full resolution (default: original)")
+    evaluate.add_argument("--split", choices=("test", "validation"), default="test",
+                          help="split to score: test (default) or validation (for choosing recipes; "
+                               "the embedded benchmark has one, the original datasets do not)")
     evaluate.add_argument("--json", metavar="PATH", default=None,
                           help="also write the scores, config, checkpoint and protocol to this JSON file")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    pretrain = sub.add_parser(
+        "pretrain",
+        help="pretrain a config's backbone on generated textures (the embedded benchmark's ImageNet)",
+        description="Train the ResNet body of a config's backbone to tell the pattern and the colour of every "
+                    "pixel of generated scenes whose colours are not the embedded benchmark's (so that no "
+                    "benchmark class, seen or unseen, is ever shown), and cache it under data/pretrained (or "
+                    "pretrain.cache_dir) in the layout of the original DeepLabV2 initialisation. Schedules with "
+                    "init_model: pretrained start from it (built on first use when missing). A cached result "
+                    "of the same recipe is reused.",
+    )
+    _add_config_options(pretrain)
+    pretrain.add_argument("--force", action="store_true", help="train again even when a cached result exists")
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pretrain.set_defaults(func=cmd_pretrain)
 
     benchmark = sub.add_parser(
         "benchmark",
@@ -149,8 +170,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     """``check DATASET_DIR``: print every problem, then a summary; 1 if any problem."""
     from cagnet.data.check import run_check
+    from cagnet.data.datasets import SPLITS
 
-    splits = ("train", "test") if args.split == "all" else (args.split,)
+    splits = SPLITS if args.split == "all" else (args.split,)
     report = run_check(args.dataset_dir, splits=splits, embedding=args.embedding, progress=not args.no_progress)
     for problem in report.problems:
         print(problem)
@@ -163,7 +185,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     from cagnet.data.synthetic import SyntheticConfig, build_synthetic_benchmark
 
     config = SyntheticConfig(seed=args.seed, num_train=args.num_train, num_test=args.num_test,
-                             image_size=args.image_size)
+                             num_validation=args.num_validation, image_size=args.image_size)
     root = build_synthetic_benchmark(args.root, config, force=args.force, progress=not args.no_progress)
     print(f"synthetic benchmark: {root}")
     return 0
@@ -197,19 +219,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cagnet.metrics import format_scores
 
     config = load_train_config(args.config, args.overrides)
-    scores = evaluate_checkpoint(config, args.checkpoint, args.protocol, progress=not args.no_progress)
-    print(f"{scores['num_images']} test images, protocol {args.protocol}, checkpoint {args.checkpoint}")
+    scores = evaluate_checkpoint(config, args.checkpoint, args.protocol, progress=not args.no_progress,
+                                 split=args.split)
+    print(f"{scores['num_images']} {args.split} images, protocol {args.protocol}, checkpoint {args.checkpoint}")
     print(format_scores(scores, style="table"))
     if args.json:
         record = {"config": args.config, "overrides": list(args.overrides), "checkpoint": str(args.checkpoint),
-                  "protocol": args.protocol, "num_images": scores["num_images"],
+                  "protocol": args.protocol, "split": args.split, "num_images": scores["num_images"],
                   "scores": {k: v for k, v in scores.items()
-                             if k not in ("protocol", "num_images", "checkpoint", "load_report")},
+                             if k not in ("protocol", "split", "num_images", "checkpoint", "load_report")},
                   "resolved_config": to_dict(config)}
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2))
         print(f"scores written to {path}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """``pretrain``: build (or reuse) the config's pretrained backbone; print where it is."""
+    from cagnet.config import load_train_config
+    from cagnet.pretrain import describe, ensure_pretrained
+
+    config = load_train_config(args.config, args.overrides)
+    result = ensure_pretrained(config, force=args.force, progress=not args.no_progress)
+    print(f"pretrained backbone: {describe(result)}")
     return 0
 
 

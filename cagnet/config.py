@@ -211,7 +211,10 @@ class DataConfig:
     read as it is (:func:`cagnet.train.data.builds_synthetic`).
     ``test_size``: side of the square the test images are warped to (513 in the original;
     None = each image's own size). ``train_limit`` / ``test_limit``: use only the first N
-    images of a split (quick runs).
+    images of a split (quick runs). ``eval_split``: the split the training engine scores
+    periodically and at the end of a run: ``validation`` (so that choices made from those
+    scores never look at the test split), ``test`` (the original, whose datasets have no
+    validation split) or ``auto`` (validation when the dataset has one, else test).
     """
 
     root: str | None = None
@@ -228,6 +231,7 @@ class DataConfig:
     num_workers: int = 0
     train_limit: int | None = None
     test_limit: int | None = None
+    eval_split: Literal["auto", "validation", "test"] = "test"
 
     def validate(self) -> None:
         for name in ("crop_size", "batch_size", "test_batch_size", "test_size", "train_limit", "test_limit"):
@@ -448,12 +452,39 @@ class RuntimeConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Backbone pretraining on generated textures (:mod:`cagnet.pretrain`), the embedded
+    benchmark's stand-in for ImageNet: ``iterations`` of Adam at ``lr`` (poly decay) on
+    ``batch_size`` scenes of ``image_size`` px from a set of ``num_images``
+    (:mod:`cagnet.data.pretraining`), generated from ``seed``. The trained ResNet body is
+    cached in ``cache_dir`` (None = ``data/pretrained`` of the project) under a name that
+    depends on these values and the backbone's shape, and a schedule's ``init_model:
+    pretrained`` starts from it.
+    """
+
+    iterations: int = 3000
+    batch_size: int = 8
+    lr: float = 0.006
+    num_images: int = 800
+    image_size: int = 128
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        for name in ("iterations", "batch_size", "lr", "num_images", "image_size"):
+            _positive(f"pretrain.{name}", getattr(self, name))
+        _positive("pretrain.seed", self.seed, allow_zero=True)
+
+
+@dataclass
 class TrainConfig:
     """A complete training configuration (see the packaged ``cagnet/configs/*.yaml``).
 
     ``model`` is a :class:`cagnet.models.ModelConfig`; in YAML a ``preset`` key names the
     base preset (``tiny``, ``original_voc12``, ...) and the other keys override its fields.
     The class counts and embedding size follow the dataset when the model is built.
+    ``pretrain`` (optional) describes how to pretrain the backbone when no pretrained weights
+    exist (the embedded benchmark's ``tutorial``).
     """
 
     name: str = "custom"
@@ -463,6 +494,7 @@ class TrainConfig:
     losses: LossConfig = field(default_factory=LossConfig)
     schedules: SchedulesConfig = field(default_factory=SchedulesConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    pretrain: PretrainConfig | None = None
 
     def validate(self) -> None:
         for name in SCHEDULE_NAMES:

@@ -487,18 +487,20 @@ def load_model(config, checkpoint: str, progress: bool = False):
     return model, info, report, device
 
 
-def evaluate_checkpoint(config, checkpoint: str, protocol: str = "original", progress: bool = False
-                        ) -> dict[str, Any]:
+def evaluate_checkpoint(config, checkpoint: str, protocol: str = "original", progress: bool = False,
+                        split: str = "test") -> dict[str, Any]:
     """Build the config's model, load ``checkpoint`` (:func:`load_model`) and evaluate it on the
-    config's test split. Returns the scores plus ``checkpoint`` and ``load_report``."""
-    from cagnet.train.data import test_dataset
+    config's ``split`` (``test`` or ``validation``). Returns the scores plus ``checkpoint``,
+    ``split`` and ``load_report``."""
+    from cagnet.train.data import evaluation_dataset
 
     _check_protocol(protocol)
     model, info, report, device = load_model(config, checkpoint, progress=progress)
-    dataset = test_dataset(config, info, warp_label=(protocol == "original"))
+    dataset = evaluation_dataset(config, info, split, warp_label=(protocol == "original"))
     scores = evaluate(model, dataset, info, protocol, test_size=config.data.test_size,
                       batch_size=config.data.test_batch_size, num_workers=config.data.num_workers,
                       device=device, amp=config.runtime.amp, progress=progress)
     scores["checkpoint"] = str(checkpoint)
+    scores["split"] = split
     scores["load_report"] = str(report)
     return scores

@@ -33,22 +33,33 @@ def original_reference_dir() -> Path:
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_train_benchmark(tmp_path_factory) -> Path:
-    """A tiny embedded benchmark (16 train / 8 test images of 64 px) for training tests."""
+    """A tiny embedded benchmark (16 train / 8 validation / 8 test images of 64 px) for training tests."""
     from cagnet.data.synthetic import SyntheticConfig, build_synthetic_benchmark
 
     root = tmp_path_factory.mktemp("tiny_benchmark") / "synthetic"
-    return build_synthetic_benchmark(root, SyntheticConfig(seed=3, num_train=16, num_test=8, image_size=64),
+    return build_synthetic_benchmark(root, SyntheticConfig(seed=3, num_train=16, num_test=8, num_validation=8, image_size=64),
                                      progress=False)
 
 
 @pytest.fixture(scope="session")
-def tiny_train_overrides(tiny_train_benchmark) -> list[str]:
+def tiny_pretrain_overrides(tmp_path_factory) -> list[str]:
+    """``--set`` overrides that shrink the ``tutorial`` config's backbone pretraining to a second
+    (3 iterations on 4 scenes of 48 px), cached in a folder of this test session: step 1 still
+    starts from a pretrained backbone through the real path, without the tutorial's minutes."""
+    cache = tmp_path_factory.mktemp("pretrained")
+    return ["pretrain.iterations=3", "pretrain.num_images=4", "pretrain.image_size=48", "pretrain.batch_size=2",
+            f"pretrain.cache_dir={cache}"]
+
+
+@pytest.fixture(scope="session")
+def tiny_train_overrides(tiny_train_benchmark, tiny_pretrain_overrides) -> list[str]:
     """``--set`` overrides that shrink the ``tutorial`` config to seconds on the tiny benchmark:
-    48 px crops, batches of 4, 64 px test images, one CPU thread, no periodic outputs."""
+    48 px crops, batches of 4, 64 px test images, one CPU thread, no periodic outputs, a tiny
+    pretrained backbone (:func:`tiny_pretrain_overrides`)."""
     return [f"data.root={tiny_train_benchmark}", "data.synthetic=null", "data.crop_size=48",
             "data.batch_size=4", "data.test_size=64", "data.test_batch_size=4", "runtime.device=cpu",
             "runtime.num_threads=1", "runtime.eval_interval=0", "runtime.checkpoint_interval=0",
-            "runtime.sample_images=2", "runtime.progress=false"]
+            "runtime.sample_images=2", "runtime.progress=false", *tiny_pretrain_overrides]
 
 
 @pytest.fixture()
@@ -155,15 +166,17 @@ def custom_dataset(tmp_path) -> Path:
     return write_custom_dataset(tmp_path / "my_dataset")
 
 
-def custom_train_overrides(root: Path) -> list[str]:
+def custom_train_overrides(root: Path, pretrain_overrides: list[str]) -> list[str]:
     """``--set`` overrides that point the ``tutorial`` config at a custom dataset and shrink it
-    to seconds (crops larger than some images, batches of 2, one CPU thread)."""
+    to seconds (crops larger than some images, batches of 2, one CPU thread, the given tiny
+    pretraining)."""
     return [f"data.root={root}", "data.crop_size=112", "data.batch_size=2", "data.test_size=96",
             "data.test_batch_size=2", "runtime.device=cpu", "runtime.num_threads=1", "runtime.eval_interval=0",
-            "runtime.checkpoint_interval=0", "runtime.sample_images=2", "runtime.progress=false"]
+            "runtime.checkpoint_interval=0", "runtime.sample_images=2", "runtime.progress=false",
+            *pretrain_overrides]
 
 
 @pytest.fixture()
-def custom_overrides(custom_dataset) -> list[str]:
+def custom_overrides(custom_dataset, tiny_pretrain_overrides) -> list[str]:
     """:func:`custom_train_overrides` of the :func:`custom_dataset` folder."""
-    return custom_train_overrides(custom_dataset)
+    return custom_train_overrides(custom_dataset, tiny_pretrain_overrides)

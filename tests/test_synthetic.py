@@ -18,7 +18,7 @@ from cagnet.data.synthetic import (
 )
 from cagnet.errors import ConfigError, DatasetError
 
-SMALL = SyntheticConfig(seed=7, num_train=6, num_test=4, image_size=48)
+SMALL = SyntheticConfig(seed=7, num_train=6, num_test=4, num_validation=3, image_size=48)
 
 
 def file_digests(root: Path) -> dict[str, str]:
@@ -73,18 +73,21 @@ def test_generate_sample_shapes_and_determinism():
 
 def test_samples_depend_only_on_seed_split_and_index():
     bigger = SyntheticConfig(seed=7, num_train=50, num_test=40, image_size=48)
-    for split in ("train", "test"):
+    for split in ("train", "validation", "test"):
         np.testing.assert_array_equal(generate_sample(SMALL, split, 2)[0], generate_sample(bigger, split, 2)[0])
+    # the validation split is its own random stream, not a copy of the test images
+    assert not np.array_equal(generate_sample(SMALL, "validation", 2)[0], generate_sample(SMALL, "test", 2)[0])
     other_seed = SyntheticConfig(seed=8, num_train=6, num_test=4, image_size=48)
     assert not np.array_equal(generate_sample(SMALL, "test", 2)[0], generate_sample(other_seed, "test", 2)[0])
     assert not np.array_equal(generate_sample(SMALL, "train", 2)[0], generate_sample(SMALL, "test", 2)[0])
 
 
-def test_scenes_mix_several_regions_and_test_scenes_have_seen_and_unseen():
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_scenes_mix_several_regions_and_test_scenes_have_seen_and_unseen(split):
     config = SyntheticConfig(seed=1, image_size=64)
     min_pixels = 0.03 * 64 * 64
     for index in range(40):
-        _, label = generate_sample(config, "test", index)
+        _, label = generate_sample(config, split, index)
         counts = np.bincount(label.ravel(), minlength=16)
         assert (counts > 0).sum() >= 2
         assert counts[list(UNSEEN_IDS)].sum() >= min_pixels, index
@@ -195,7 +198,7 @@ def test_classes_are_distinguishable_with_spatial_context():
 def test_build_writes_the_original_layout(tmp_path):
     root = build_synthetic_benchmark(tmp_path / "bench", SMALL, progress=False)
     assert root == (tmp_path / "bench").absolute()
-    for split, folder, count in (("train", "train", 6), ("test", "val", 4)):
+    for split, folder, count in (("train", "train", 6), ("validation", "validation", 3), ("test", "val", 4)):
         for i in range(count):
             image = Image.open(root / "images" / folder / f"{split}_{i:05d}.png")
             label = Image.open(root / "annotations" / folder / f"{split}_{i:05d}.png")
@@ -211,11 +214,13 @@ def test_build_writes_the_original_layout(tmp_path):
     test_list = np.load(root / "split" / "test_list.npy")
     assert list(train_list) == [f"annotations/train/train_{i:05d}.png" for i in range(6)]
     assert list(test_list) == [f"annotations/val/test_{i:05d}.png" for i in range(4)]
+    validation_list = np.load(root / "split" / "validation_list.npy")
+    assert list(validation_list) == [f"annotations/validation/validation_{i:05d}.png" for i in range(3)]
     vectors = np.load(root / "word_vectors" / "glove.npy", allow_pickle=False)
     np.testing.assert_array_equal(vectors, class_embeddings())
     metadata = json.loads((root / "benchmark.json").read_text())
     assert metadata["complete"] is True and metadata["config"] == SMALL.to_dict()
-    assert metadata["unseen"] == list(UNSEEN_IDS) and metadata["counts"] == {"train": 6, "test": 4}
+    assert metadata["unseen"] == list(UNSEEN_IDS) and metadata["counts"] == {"train": 6, "validation": 3, "test": 4}
     assert sum(metadata["pixel_counts"]["test"]) == 4 * 48 * 48
     # benchmark.json is written last
     newest_other = max(p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "benchmark.json")
@@ -239,7 +244,7 @@ def test_regeneration_is_byte_identical_and_a_matching_benchmark_is_reused(tmp_p
 
 def test_changed_config_or_damaged_folder_is_regenerated(tmp_path):
     root = build_synthetic_benchmark(tmp_path / "bench", SMALL, progress=False)
-    other = SyntheticConfig(seed=8, num_train=3, num_test=2, image_size=40)
+    other = SyntheticConfig(seed=8, num_train=3, num_test=2, num_validation=2, image_size=40)
     build_synthetic_benchmark(root, other, progress=False)
     assert json.loads((root / "benchmark.json").read_text())["config"] == other.to_dict()
     assert len(list((root / "images" / "train").iterdir())) == 3  # old files are gone

@@ -18,10 +18,12 @@ from tqdm.auto import tqdm
 from cagnet.data.datasets import (
     IMAGE_EXTENSIONS,
     LABELS_FILE,
+    OPTIONAL_SPLITS,
     SPLITS,
     DatasetInfo,
     annotation_path,
     check_label_ids,
+    has_split,
     image_path,
     read_annotation,
     read_class_ids,
@@ -153,6 +155,8 @@ def run_check(root: str | os.PathLike, splits: Sequence[str] = SPLITS, embedding
             raise CagnetError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
     if embedding not in CHECK_EMBEDDINGS:
         raise CagnetError(f"unknown embedding kind {embedding!r} (expected one of {', '.join(CHECK_EMBEDDINGS)})")
+    if root.is_dir():  # an optional split the folder does not have is not checked
+        splits = tuple(s for s in splits if s not in OPTIONAL_SPLITS or has_split(root, s))
     report = CheckReport(root=root, splits=splits)
     if not root.is_dir():
         report.problems.append(f"{root}: dataset folder not found")
@@ -186,7 +190,8 @@ def check_dataset(root: str | os.PathLike, splits: Sequence[str] = SPLITS, embed
     """Every problem of a dataset folder, one line each naming its file ([] = the folder is valid).
 
     Checks ``labels_refined.txt``, ``split/seen_cls.npy`` / ``novel_cls.npy``, the word vectors
-    of ``embedding`` (``"none"`` to skip), the image list of each split in ``splits``, and every
+    of ``embedding`` (``"none"`` to skip), the image list of each split in ``splits`` (an optional
+    split, ``validation``, only when the folder has one), and every
     image/annotation pair in it (present, fully decodable, same size, label ids in the label
     list or 255). Read-only.
     """

@@ -4,19 +4,22 @@ embedded synthetic benchmark).
 Layout of a dataset folder ``root``::
 
     images/<dir>/<id>.jpg|.png        <dir> = train | val (the original's test split is "val")
+                                      | validation (optional: a split for recipe choices)
     annotations/<dir>/<id>.png        raw label ids (8-bit), 255 = unlabeled
     labels_refined.txt                "<id>\\t<name>" per line, ids 0..L-1
     split/seen_cls.npy                seen label ids (their order defines indices 0..S-1)
     split/novel_cls.npy               unseen label ids (their order defines S..S+U-1)
     split/train_list.npy              optional; entries ending in "<dir>/<id>[.png]"
     split/test_list.npy               optional; same
+    split/validation_list.npy         optional; same (the embedded benchmark has one)
     word_vectors/fasttext.pkl, word2vec.pkl ([L, 300]) or word_vectors/glove.npy ([L, D])
 
 Label mappings (as the original):
 
 * training: seen id -> its position in ``seen_cls`` (0..S-1); every other value (background,
   unseen classes, unlabeled) -> 255, so unseen pixels of training images are ignored;
-* test: seen id -> 0..S-1, unseen id -> S..S+U-1 in ``novel_cls`` order, anything else -> 255.
+* test (and validation): seen id -> 0..S-1, unseen id -> S..S+U-1 in ``novel_cls`` order,
+  anything else -> 255.
 
 Every problem with a file raises :class:`DatasetError` (or :class:`EmbeddingError` for word
 vectors) with a one-line message that names the file.
@@ -38,9 +41,11 @@ from cagnet.errors import DatasetError, EmbeddingError
 from cagnet.files import read_text
 
 LABELS_FILE = "labels_refined.txt"
-SPLITS = ("train", "test")
-#: Image folder of each split when no list file names it.
-DEFAULT_FOLDERS = {"train": "train", "test": "val"}
+SPLITS = ("train", "validation", "test")
+#: Splits a dataset may lack (the original datasets have none; the embedded benchmark has one).
+OPTIONAL_SPLITS = ("validation",)
+#: Image folder of each split when no list file names it (the original keeps its test split in "val").
+DEFAULT_FOLDERS = {"train": "train", "validation": "validation", "test": "val"}
 #: Extensions tried, in order, for an image file.
 IMAGE_EXTENSIONS = (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG")
 #: Extensions stripped from list entries (the original lists hold annotation paths).
@@ -244,7 +249,8 @@ def split_entries(root: str | os.PathLike, split: str) -> list[tuple[str, str]]:
     From ``split/<split>_list.npy`` when present: only the last two path parts of an entry,
     ``<folder>/<id>``, are used (the original lists hold absolute paths of the authors'
     machines) and a file extension is stripped. Otherwise the annotation files of
-    ``annotations/train`` (train) or ``annotations/val`` (test), sorted.
+    ``annotations/train`` (train), ``annotations/validation`` (validation) or
+    ``annotations/val`` (test), sorted.
     """
     root = Path(root)
     list_path = split_list_path(root, split)
@@ -275,8 +281,13 @@ def split_entries(root: str | os.PathLike, split: str) -> list[tuple[str, str]]:
     return entries
 
 
+def has_split(root: str | os.PathLike, split: str) -> bool:
+    """True when the dataset folder has a list file or an annotation folder for ``split``."""
+    return split_list_path(root, split).is_file() or (Path(root) / "annotations" / DEFAULT_FOLDERS[split]).is_dir()
+
+
 def image_ids(root: str | os.PathLike, split: str) -> list[str]:
-    """Image ids of a split (``split`` in train|test), in list order; see :func:`split_entries`."""
+    """Image ids of a split (``split`` in train|validation|test), in list order; see :func:`split_entries`."""
     return [image_id for _, image_id in split_entries(root, split)]
 
 
@@ -381,8 +392,8 @@ def load_pair(root: str | os.PathLike, folder: str, image_id: str,
 class SegmentationDataset(torch.utils.data.Dataset):
     """Image/label pairs of one split, labels mapped by the split's LUT.
 
-    ``split="train"`` uses :meth:`DatasetInfo.train_lut` (unseen -> 255), ``"test"`` uses
-    :meth:`DatasetInfo.test_lut`. ``transform(image_uint8_rgb, mapped_label) -> (image, label)``
+    ``split="train"`` uses :meth:`DatasetInfo.train_lut` (unseen -> 255), ``"validation"`` and
+    ``"test"`` use :meth:`DatasetInfo.test_lut`. ``transform(image_uint8_rgb, mapped_label) -> (image, label)``
     (see :mod:`cagnet.data.transforms`); default: :class:`TestTransform` without warp and with
     the "caffe" normalisation of the original weights. ``ids`` restricts the dataset to these
     image ids of the split, in the given order.

@@ -29,6 +29,10 @@ Gaussian noise. Training scenes draw unseen classes less often (their pixels are
 the training loader, as in the original); every test scene contains at least one seen and one
 unseen class.
 
+Splits: ``train`` (400 images), ``validation`` (150) and ``test`` (150). Validation scenes are
+drawn like test scenes but from their own random stream: recipes, calibrations and every other
+choice are made on them, and the test split is only used for the reported tables.
+
 Word embeddings
 ---------------
 ``word_vectors/glove.npy`` [16, 100] float32, one row per label id: the GloVe 6B 50-d vector
@@ -63,7 +67,7 @@ from cagnet.data.embeddings import GLOVE_DIM, glove_class_embeddings
 from cagnet.errors import ConfigError, DatasetError
 
 FORMAT_NAME = "cagnet-synthetic"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BENCHMARK_FILE = "benchmark.json"
 
 #: Colour words and their base RGB values (the class colour of the pattern's foreground).
@@ -90,8 +94,10 @@ UNSEEN_IDS: tuple[int, ...] = tuple(
 #: Seen label ids, ascending.
 SEEN_IDS: tuple[int, ...] = tuple(i for i in range(len(CLASS_NAMES)) if i not in UNSEEN_IDS)
 
-_SPLIT_DIRS = {"train": "train", "test": "val"}  # the original keeps its test split in "val"
-_SPLIT_CODES = {"train": 0, "test": 1}
+#: Folder of each split (the original keeps its test split in "val").
+_SPLIT_DIRS = {"train": "train", "validation": "validation", "test": "val"}
+#: Stream code of each split in the per-image seed (2 is taken by the class swatches).
+_SPLIT_CODES = {"train": 0, "test": 1, "validation": 3}
 _SHAPES = ("ellipse", "polygon", "blob")
 
 
@@ -129,6 +135,9 @@ class SyntheticConfig:
     Attributes:
         seed: base seed; image ``i`` of a split uses the generator seeded by (seed, split, i).
         num_train, num_test: number of training / test images.
+        num_validation: number of validation images: scenes drawn like the test scenes (every one
+            shows a seen and an unseen class) from their own random stream, for choosing recipes
+            and calibrations without looking at the test split.
         image_size: side of the square images in pixels (patterns scale with it; >= 32).
         background_regions: (min, max) number of stuff regions per image.
         objects: (min, max) number of objects drawn on top of the stuff regions.
@@ -141,6 +150,7 @@ class SyntheticConfig:
     seed: int = 0
     num_train: int = 400
     num_test: int = 150
+    num_validation: int = 150
     image_size: int = 128
     background_regions: tuple[int, int] = (2, 3)
     objects: tuple[int, int] = (1, 4)
@@ -155,14 +165,15 @@ class SyntheticConfig:
             if not (isinstance(value, (tuple, list)) and len(value) == 2):
                 raise ConfigError(f"SyntheticConfig.{name} must be a (min, max) pair, got {value!r}")
             object.__setattr__(self, name, (int(value[0]), int(value[1])))
-        for name in ("seed", "num_train", "num_test", "image_size"):
+        for name in ("seed", "num_train", "num_test", "num_validation", "image_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ConfigError(f"SyntheticConfig.{name} must be an integer, got {value!r}")
         if self.seed < 0:
             raise ConfigError(f"SyntheticConfig.seed must be >= 0, got {self.seed}")
-        if self.num_train < 0 or self.num_test < 1:
-            raise ConfigError(f"SyntheticConfig needs num_train >= 0 and num_test >= 1, got {self.num_train}, {self.num_test}")
+        if self.num_train < 0 or self.num_test < 1 or self.num_validation < 0:
+            raise ConfigError(f"SyntheticConfig needs num_train >= 0, num_test >= 1 and num_validation >= 0, got "
+                              f"{self.num_train}, {self.num_test}, {self.num_validation}")
         if self.image_size < 32:
             raise ConfigError(f"SyntheticConfig.image_size must be >= 32, got {self.image_size}")
         lo, hi = self.background_regions
@@ -314,8 +325,8 @@ def _pattern_mask(rng: np.random.Generator, pattern: str, yy: np.ndarray, xx: np
 def _scene_classes(rng: np.random.Generator, split: str, count: int, config: SyntheticConfig) -> list[int]:
     """Distinct label ids for ``count`` regions.
 
-    Training scenes weight unseen classes by ``train_unseen_weight``. Test scenes contain one
-    unseen and one seen class for sure; the other regions are drawn uniformly.
+    Training scenes weight unseen classes by ``train_unseen_weight``. Test and validation scenes
+    contain one unseen and one seen class for sure; the other regions are drawn uniformly.
     """
     all_ids = np.arange(len(CLASS_NAMES))
     if split == "train":
@@ -334,7 +345,7 @@ def generate_sample(config: SyntheticConfig, split: str, index: int) -> tuple[np
     (S = ``config.image_size``). Depends only on (config, split, index).
     """
     if split not in _SPLIT_CODES:
-        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split must be one of {', '.join(_SPLIT_CODES)}, got {split!r}")
     rng = _image_rng(config.seed, split, index)
     size = config.image_size
     coords = np.arange(size, dtype=np.float64) + 0.5
@@ -350,8 +361,8 @@ def generate_sample(config: SyntheticConfig, split: str, index: int) -> tuple[np
         for k in range(n_objects):
             region[_object_mask(rng, yy, xx, size)] = n_stuff + k
         areas = np.bincount(region.ravel(), minlength=len(classes))
-        if split == "test":
-            # the scene must show both an unseen and a seen class
+        if split != "train":
+            # a test or validation scene must show both an unseen and a seen class
             unseen_area = sum(a for c, a in zip(classes, areas) if c in UNSEEN_IDS)
             seen_area = sum(a for c, a in zip(classes, areas) if c not in UNSEEN_IDS)
             if unseen_area < min_pixels or seen_area < min_pixels:
@@ -402,6 +413,10 @@ def render_class_swatch(label_id: int, size: int = 64, seed: int = 0, config: Sy
 # --------------------------------------------------------------------------- writing
 
 
+def _split_counts(config: SyntheticConfig) -> dict[str, int]:
+    return {"train": config.num_train, "validation": config.num_validation, "test": config.num_test}
+
+
 def _sample_id(split: str, index: int) -> str:
     return f"{split}_{index:05d}"
 
@@ -433,7 +448,8 @@ def _write_benchmark(root: Path, config: SyntheticConfig, progress: bool) -> Non
     (root / "split").mkdir()
     (root / "word_vectors").mkdir()
 
-    jobs = [("train", i) for i in range(config.num_train)] + [("test", i) for i in range(config.num_test)]
+    counts = _split_counts(config)
+    jobs = [(split, i) for split in _SPLIT_DIRS for i in range(counts[split])]
     pixel_counts = {split: np.zeros(num_labels, dtype=np.int64) for split in _SPLIT_DIRS}
     lists: dict[str, list[str]] = {split: [] for split in _SPLIT_DIRS}
     for split, index in tqdm(jobs, desc="synthetic benchmark", unit="img", disable=not progress):
@@ -450,6 +466,7 @@ def _write_benchmark(root: Path, config: SyntheticConfig, progress: bool) -> Non
     np.save(root / "split" / "novel_cls.npy", np.asarray(UNSEEN_IDS, dtype=np.int64), allow_pickle=False)
     np.save(root / "split" / "train_list.npy", np.asarray(lists["train"], dtype=str), allow_pickle=False)
     np.save(root / "split" / "test_list.npy", np.asarray(lists["test"], dtype=str), allow_pickle=False)
+    np.save(root / "split" / "validation_list.npy", np.asarray(lists["validation"], dtype=str), allow_pickle=False)
     np.save(root / "word_vectors" / "glove.npy", class_embeddings(), allow_pickle=False)
 
     test_total = int(pixel_counts["test"].sum())
@@ -460,7 +477,7 @@ def _write_benchmark(root: Path, config: SyntheticConfig, progress: bool) -> Non
         "classes": attribute_table(),
         "seen": list(SEEN_IDS),
         "unseen": list(UNSEEN_IDS),
-        "counts": {"train": config.num_train, "test": config.num_test},
+        "counts": counts,
         "pixel_counts": {split: counts.tolist() for split, counts in pixel_counts.items()},
         "test_unseen_pixel_share": float(pixel_counts["test"][list(UNSEEN_IDS)].sum() / max(test_total, 1)),
         "word_vectors": {
@@ -496,12 +513,11 @@ def _is_reusable(root: Path, config: SyntheticConfig) -> bool:
     if metadata.get("complete") is not True or metadata.get("config") != config.to_dict():
         return False
     fixed = ["labels_refined.txt", "split/seen_cls.npy", "split/novel_cls.npy", "split/train_list.npy",
-             "split/test_list.npy", "word_vectors/glove.npy"]
+             "split/test_list.npy", "split/validation_list.npy", "word_vectors/glove.npy"]
     if not all((root / name).is_file() for name in fixed):
         return False
     for split, folder in _SPLIT_DIRS.items():
-        count = config.num_train if split == "train" else config.num_test
-        for index in range(count):
+        for index in range(_split_counts(config)[split]):
             name = f"{_sample_id(split, index)}.png"
             if not (root / "images" / folder / name).is_file() or not (root / "annotations" / folder / name).is_file():
                 return False
@@ -540,8 +556,9 @@ def build_synthetic_benchmark(root: str | os.PathLike | None = None, config: Syn
     replaces ``root``, so ``root`` never holds a half-written dataset. A non-empty ``root``
     without a ``benchmark.json`` is not a synthetic benchmark and is never overwritten.
 
-    Writes ``images/{train,val}/<id>.png``, ``annotations/{train,val}/<id>.png`` (mode L, raw
-    label ids), ``labels_refined.txt``, ``split/{seen_cls,novel_cls,train_list,test_list}.npy``,
+    Writes ``images/{train,validation,val}/<id>.png``, ``annotations/{train,validation,val}/<id>.png``
+    (mode L, raw label ids; ``val`` holds the test split, as in the original), ``labels_refined.txt``,
+    ``split/{seen_cls,novel_cls,train_list,validation_list,test_list}.npy``,
     ``word_vectors/glove.npy`` and, last, ``benchmark.json``. Returns the absolute root.
     """
     config = SyntheticConfig() if config is None else config
@@ -576,12 +593,12 @@ def build_synthetic_benchmark(root: str | os.PathLike | None = None, config: Syn
 
 
 def sample_ids(split: str, config: SyntheticConfig | None = None) -> list[str]:
-    """Image ids of a split as the benchmark names them (``train_00000``, ``test_00000``, ...)."""
+    """Image ids of a split as the benchmark names them (``train_00000``, ``validation_00000``,
+    ``test_00000``, ...)."""
     config = SyntheticConfig() if config is None else config
     if split not in _SPLIT_DIRS:
-        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
-    count = config.num_train if split == "train" else config.num_test
-    return [_sample_id(split, i) for i in range(count)]
+        raise ConfigError(f"split must be one of {', '.join(_SPLIT_DIRS)}, got {split!r}")
+    return [_sample_id(split, i) for i in range(_split_counts(config)[split])]
 
 
 def iter_samples(config: SyntheticConfig, split: str, indices: Iterable[int]):

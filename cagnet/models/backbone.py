@@ -174,10 +174,13 @@ class DeepLabV2(nn.Module):
         self.aspp = ASPP(32 * b, feature_dim, aspp_dilations)
         self.output_stride = 8
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def body(self, image: torch.Tensor) -> torch.Tensor:
+        """The ResNet body's output (res5) [N, 32b, ~H/8, ~W/8], before the ASPP."""
         x = self.stem(image)
-        x = self.res5(self.res4(self.res3(self.res2(x))))
-        return self.aspp(x)
+        return self.res5(self.res4(self.res3(self.res2(x))))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.aspp(self.body(image))
 
 
 def resize_to_scale(image: torch.Tensor, scale: float) -> torch.Tensor:

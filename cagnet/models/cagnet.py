@@ -44,13 +44,17 @@ import torch
 from torch import nn
 
 from cagnet.errors import ConfigError
-from cagnet.models.backbone import (ASPP_DILATIONS, BACKBONE_PRESETS, DEFAULT_SCALES, DeepLabV2, max_fuse,
-                                    resize_to_scale)
+from cagnet.models.backbone import (ASPP_DILATIONS, BACKBONE_PRESETS, DEFAULT_SCALES, DeepLabV2,
+                                    FrozenBatchNorm2d, max_fuse, resize_to_scale)
 from cagnet.losses import kl_divergence
 from cagnet.models.contextual import (CONTEXT_DILATIONS, ContextualLatent, ContextualModule,
                                       real_feature, resize_mask)
 from cagnet.models.discriminator import Discriminator
 from cagnet.models.generator import GENERATOR_DROPOUTS, GENERATOR_WIDTHS, FeatureGenerator
+
+
+#: Options of :attr:`ModelConfig.semantic_norm`.
+SEMANTIC_NORMS: tuple[str, ...] = ("none", "batch")
 
 
 def kaiming_init(module: nn.Module) -> None:
@@ -71,6 +75,10 @@ class ModelConfig:
 
     ``backbone`` names a preset of :data:`cagnet.models.backbone.BACKBONE_PRESETS`;
     ``backbone_blocks`` / ``base_width`` left as None take the preset's values.
+    ``semantic_norm``: ``none`` (the original) feeds the ASPP output h to the contextual module
+    and the real feature as it is; ``batch`` first normalises it per channel with batch norm
+    (trainable or frozen like the backbone's), which keeps ``sigmoid(h + h * sigmoid(z))`` out
+    of saturation when a small backbone trains with Adam (a departure from the original).
     The classifier has ``num_seen + num_unseen + 1`` outputs; ``seen_table_rows`` is the row
     count of the seen-class embedding table (the original pads it to ignore index + 1 = 256 so
     that label 255 looks up a zero row).
@@ -81,6 +89,7 @@ class ModelConfig:
     base_width: int | None = None
     freeze_bn: bool = True
     feature_dim: int = 600
+    semantic_norm: str = "none"
     aspp_dilations: tuple[int, ...] = ASPP_DILATIONS
     context_width: int = 256
     context_dilations: tuple[int, ...] = CONTEXT_DILATIONS
@@ -122,6 +131,8 @@ class ModelConfig:
 
         if not isinstance(self.freeze_bn, bool):
             fail("freeze_bn", "must be true or false")
+        if self.semantic_norm not in SEMANTIC_NORMS:
+            fail("semantic_norm", f"must be one of {', '.join(SEMANTIC_NORMS)}")
         for name in ("backbone_blocks", "aspp_dilations", "context_dilations", "generator_widths"):
             if not isinstance(getattr(self, name), tuple) or not all(is_int(v) for v in getattr(self, name)):
                 fail(name, "must be a list of integers")
@@ -225,7 +236,7 @@ class ContextOutput:
         latent: contextual latent code [N,C,h,w]; sampled in training, = mu in eval.
         mu, logvar: [N,C,h,w].
         kl: scalar KL term over the labelled pixels of the full-scale pass.
-        semantic: ASPP output h of the full-scale pass [N,C,h,w].
+        semantic: ASPP output h of the full-scale pass [N,C,h,w] (after ``semantic_norm``).
         scale_features: real feature of each input scale (config order, first = full scale),
             each on its own grid.
         fused: pixel-wise max of ``scale_features`` on the h x w grid (bilinear resize);
@@ -274,6 +285,11 @@ class CaGNet(nn.Module):
         self.backbone = DeepLabV2(cfg.backbone_blocks, cfg.base_width, cfg.feature_dim, cfg.aspp_dilations,
                                   cfg.freeze_bn)
         self.context = ContextualModule(cfg.feature_dim, cfg.context_width, cfg.context_dilations)
+        if cfg.semantic_norm == "batch":
+            self.semantic_norm = (FrozenBatchNorm2d(cfg.feature_dim) if cfg.freeze_bn
+                                  else nn.BatchNorm2d(cfg.feature_dim))
+        else:
+            self.semantic_norm = nn.Identity()
         self.reset_parameters()
 
     # ----------------------------------------------------------------- set-up
@@ -312,7 +328,8 @@ class CaGNet(nn.Module):
             "aspp_weight": [b.weight for b in self.backbone.aspp.branches],
             "aspp_bias": [b.bias for b in self.backbone.aspp.branches],
             "context": [*ctx.branches.parameters(), *ctx.fuse.parameters(), *ctx.mu.parameters(),
-                        *ctx.logvar.parameters()],
+                        *ctx.logvar.parameters(),
+                        *(p for p in self.semantic_norm.parameters() if p.requires_grad)],
             "context_gates": list(ctx.gates.parameters()),
             "generator": list(self.generator.parameters()),
             "discriminator": list(self.discriminator.parameters()),
@@ -322,7 +339,7 @@ class CaGNet(nn.Module):
     # ----------------------------------------------------------------- forward API
     def _single_scale(self, image: torch.Tensor) -> tuple[torch.Tensor, ContextualLatent]:
         """One backbone + contextual pass: (semantic feature h, latent/mu/logvar)."""
-        semantic = self.backbone(image)
+        semantic = self.semantic_norm(self.backbone(image))
         ctx = self.context(semantic)
         return semantic, ctx
 

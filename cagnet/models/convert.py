@@ -257,7 +257,10 @@ def project_to_original_key(key: str, generator_layers: int = 5) -> str:
 
 
 def _generator_layers(model: nn.Module) -> int:
-    return len(model.generator.hidden)
+    """Hidden layers of a CaGNet generator; 0 for models without one (the baselines, whose
+    backbone alone takes original-layout weights)."""
+    hidden = getattr(getattr(model, "generator", None), "hidden", None)
+    return len(hidden) if isinstance(hidden, nn.ModuleList) else 0
 
 
 def to_original_state_dict(model: nn.Module) -> "OrderedDict[str, torch.Tensor]":

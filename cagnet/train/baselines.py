@@ -143,16 +143,35 @@ def baseline_model_config(config: TrainConfig, info: DatasetInfo, embedding_dim:
                         embedding_dim=embedding_dim)
 
 
-def build_spnet(config: TrainConfig, info: DatasetInfo) -> SPNet:
-    """An initialised SPNet for the config's model settings and the dataset's classes."""
-    table = class_embedding_table(config, info)
-    return SPNet(baseline_model_config(config, info, table.shape[1]), table)
+def load_initial_weights(model: nn.Module, config: TrainConfig, progress: bool = False) -> str | None:
+    """Load ``schedules.step1.init_model`` into a baseline, as the engine does for CaGNet's
+    step 1 (the same file, e.g. the pretrained backbone, through the same loader); returns the
+    load report, or None when the step-1 schedule starts from random weights."""
+    from cagnet.models import load_checkpoint
+    from cagnet.pretrain import resolve_init_model
+
+    source = resolve_init_model(config.schedule("step1").init_model, config, progress=progress)
+    return None if source is None else str(load_checkpoint(model, source))
 
 
-def build_zs3net(config: TrainConfig, info: DatasetInfo) -> ZS3Net:
-    """An initialised ZS3Net for the config's model settings and the dataset's classes."""
+def build_spnet(config: TrainConfig, info: DatasetInfo, init: bool = True) -> SPNet:
+    """An SPNet for the config's model settings and the dataset's classes, initialised like
+    CaGNet's step 1 (:func:`load_initial_weights`; ``init=False``: random weights only)."""
     table = class_embedding_table(config, info)
-    return ZS3Net(baseline_model_config(config, info, table.shape[1]), table)
+    model = SPNet(baseline_model_config(config, info, table.shape[1]), table)
+    if init:
+        load_initial_weights(model, config)
+    return model
+
+
+def build_zs3net(config: TrainConfig, info: DatasetInfo, init: bool = True) -> ZS3Net:
+    """A ZS3Net for the config's model settings and the dataset's classes, initialised like
+    CaGNet's step 1 (:func:`load_initial_weights`; ``init=False``: random weights only)."""
+    table = class_embedding_table(config, info)
+    model = ZS3Net(baseline_model_config(config, info, table.shape[1]), table)
+    if init:
+        load_initial_weights(model, config)
+    return model
 
 
 # ------------------------------------------------------------------------------ shared machinery

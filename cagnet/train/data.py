@@ -163,14 +163,38 @@ def training_dataset(config: TrainConfig, info: DatasetInfo, crop_size: int) -> 
                                ids=_limited_ids(info.root, "train", data.train_limit))
 
 
-def test_dataset(config: TrainConfig, info: DatasetInfo, warp_label: bool = True,
-                 limit: int | None = None) -> SegmentationDataset:
-    """The test split, images warped to ``data.test_size`` (labels too when ``warp_label``)."""
+def resolve_eval_split(split: str, info: DatasetInfo) -> str:
+    """``data.eval_split`` for a dataset: ``auto`` becomes ``validation`` when the dataset has
+    that split, else ``test``; other values are returned as they are."""
+    from cagnet.data.datasets import has_split
+
+    if split == "auto":
+        return "validation" if has_split(info.root, "validation") else "test"
+    return split
+
+
+def evaluation_dataset(config: TrainConfig, info: DatasetInfo, split: str = "test", warp_label: bool = True,
+                       limit: int | None = None) -> SegmentationDataset:
+    """A scored split (``test``, ``validation``, or ``auto``: :func:`resolve_eval_split`), images
+    warped to ``data.test_size`` (labels too when ``warp_label``), the first
+    ``data.test_limit`` / ``limit`` images only when set.
+
+    A dataset without the split is a :class:`DatasetError` naming the folder (the original
+    datasets have no ``validation`` split).
+    """
+    from cagnet.data.datasets import has_split
+
+    split = resolve_eval_split(split, info)
+    if split not in ("test", "validation"):
+        raise DatasetError(f"can only evaluate on the test or validation split, not {split!r}")
+    if not has_split(info.root, split):
+        raise DatasetError(f"{info.root}: no {split} split (no split/{split}_list.npy or annotations folder); "
+                           f"use data.eval_split=test")
     data = config.data
     limits = [n for n in (data.test_limit, limit) if n is not None]
     transform = TestTransform(size=data.test_size, normalization=data.normalization, warp_label=warp_label)
-    return SegmentationDataset(info.root, "test", transform=transform, info=info,
-                               ids=_limited_ids(info.root, "test", min(limits) if limits else None))
+    return SegmentationDataset(info.root, split, transform=transform, info=info,
+                               ids=_limited_ids(info.root, split, min(limits) if limits else None))
 
 
 def training_loader(dataset: SegmentationDataset, batch_size: int, num_workers: int, seed: int,

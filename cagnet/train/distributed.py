@@ -132,7 +132,7 @@ def barrier(ctx: DistContext) -> None:
 
 
 class FeatureExtractor(nn.Module):
-    """Backbone + contextual module of a :class:`~cagnet.models.CaGNet` as one module whose
+    """Backbone (with its output normalisation) + contextual module of a :class:`~cagnet.models.CaGNet` as one module whose
     ``forward`` is :meth:`CaGNet.extract` (image, labelled mask, multi_scale) -> ContextOutput.
 
     It shares (does not copy) the model's submodules, so a DDP wrapper of it covers exactly
@@ -142,10 +142,12 @@ class FeatureExtractor(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.backbone = model.backbone
+        self.semantic_norm = model.semantic_norm
         self.context = model.context
         self.config = model.config
 
-    # CaGNet's own methods, run on this object: they only use .backbone, .context, .config
+    # CaGNet's own methods, run on this object: they only use .backbone, .semantic_norm,
+    # .context and .config
     def _single_scale(self, image):  # noqa: D401 - same as CaGNet._single_scale
         from cagnet.models.cagnet import CaGNet
 

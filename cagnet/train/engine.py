@@ -13,7 +13,9 @@ A run folder (default ``runs/<config name>/<schedule>``) receives:
 ``config.yaml``       the resolved configuration
 ``log.jsonl``         one JSON object per iteration: every loss (mean over processes),
                       learning rates, step kind, seconds
-``eval.jsonl``        GZSL scores of the periodic and final evaluations on the test split
+``eval.jsonl``        GZSL scores of the periodic and final evaluations on ``data.eval_split``
+                      (the validation split of the embedded benchmark, the test split of the
+                      original datasets)
 ``checkpoint.pt``     the latest checkpoint (:mod:`cagnet.train.checkpoint`), replaced
                       atomically every ``checkpoint_interval`` iterations and at the end
 ``loss_curves.png``, ``eval_curves.png``, ``predictions.png``   figures
@@ -53,8 +55,8 @@ from cagnet.losses import IGNORE_INDEX
 from cagnet.models import build_cagnet, check_input_normalization, load_checkpoint
 from cagnet.runtime import torch_threads
 from cagnet.train import checkpoint as ckpt
-from cagnet.train.data import (BatchStream, class_embedding_table, mix_seed, prepare_dataset, test_dataset,
-                               training_dataset, training_loader)
+from cagnet.train.data import (BatchStream, class_embedding_table, evaluation_dataset, mix_seed, prepare_dataset,
+                               resolve_eval_split, training_dataset, training_loader)
 from cagnet.train.distributed import (DistContext, all_reduce_mean, any_process, barrier, gather_objects,
                                       resolve_device, setup_distributed, sync_buffers, teardown_distributed,
                                       wrap_parts)
@@ -235,7 +237,8 @@ class Trainer:
         loader, sampler = training_loader(train_set, self.batch_size, cfg.data.num_workers, runtime.seed,
                                           ctx.rank, ctx.world_size, pin_memory=device.type == "cuda")
         self.batches = BatchStream(loader, sampler)
-        self.test_set = test_dataset(cfg, info)
+        self.eval_split = resolve_eval_split(cfg.data.eval_split, info)
+        self.eval_set = evaluation_dataset(cfg, info, self.eval_split)
         self.grids = steps.step1_grids(self.model, (self.crop_size, self.crop_size))
         self.prior = steps.unseen_prior(info.num_seen, info.num_unseen, sched.gen_unseen_rate)
         self.skipped_batches = 0
@@ -288,8 +291,15 @@ class Trainer:
                               f"(only runtime.* may change when resuming)")
 
     def _load_initial_weights(self, init_model) -> None:
+        from cagnet.pretrain import PRETRAINED, ensure_pretrained, pretrained_path
+
         sched = self.schedule
         source = init_model or sched.init_model
+        if source is not None and str(source) == PRETRAINED:
+            if self.ctx.is_main:  # built once, then read by every process
+                ensure_pretrained(self.config, progress=self.progress)
+            barrier(self.ctx)
+            source = pretrained_path(self.config)
         if source is None and sched.init_from is not None:
             source = self.out_dir.parent / sched.init_from / ckpt.CHECKPOINT_NAME
             if not Path(source).is_file():
@@ -311,6 +321,7 @@ class Trainer:
         self.model.train()
         if not self.schedule.update_backbone:
             self.model.backbone.eval()
+            self.model.semantic_norm.eval()  # normalises the backbone's output: frozen with it
 
     # ------------------------------------------------------------------ iterations
     def _labels_ok(self, labels: torch.Tensor, grids) -> bool:
@@ -450,19 +461,20 @@ class Trainer:
         self._saved_iteration = self.iteration
 
     def evaluate_now(self, limit: int | None) -> dict[str, Any]:
-        """Scores on the test split (original protocol), logged to ``eval.jsonl``, and figures."""
+        """Scores on ``data.eval_split`` (original protocol), logged to ``eval.jsonl``, and figures."""
         from cagnet.evaluate import evaluate
         from cagnet.metrics import format_scores
 
         sync_buffers(self.model, self.ctx)
-        scores = evaluate(self.model, self.test_set, self.info, "original", test_size=self.config.data.test_size,
+        scores = evaluate(self.model, self.eval_set, self.info, "original", test_size=self.config.data.test_size,
                           limit=limit, batch_size=self.config.data.test_batch_size, device=self.ctx.device,
                           amp=self.amp)
         self._set_train_mode()
         if self.ctx.is_main:
-            record = {"iteration": self.iteration, **{k: v for k, v in scores.items() if k != "class_names"}}
+            record = {"iteration": self.iteration, "split": self.eval_split,
+                      **{k: v for k, v in scores.items() if k != "class_names"}}
             self.eval_log.write(record)
-            self.say(f"[{self.schedule_name} {self.iteration}/{self.schedule.iterations}] test "
+            self.say(f"[{self.schedule_name} {self.iteration}/{self.schedule.iterations}] {self.eval_split} "
                      f"({scores['num_images']} images): {format_scores(scores)}")
             self.write_figures()
         return scores
@@ -477,12 +489,12 @@ class Trainer:
         evaluations = read_jsonl(self.out_dir / "eval.jsonl")
         if evaluations:
             figures["eval_curves.png"] = viz.plot_eval_curves(evaluations)
-        count = min(self.runtime.sample_images, len(self.test_set))
+        count = min(self.runtime.sample_images, len(self.eval_set))
         if count:
             images, labels, predictions = [], [], []
             num_classes = self.info.num_seen + self.info.num_unseen
             for index in range(count):
-                sample = self.test_set[index]
+                sample = self.eval_set[index]
                 logits = predict_logits(self.model, sample["image"][None].to(self.ctx.device), self.amp)
                 predictions.append(predict_labels(logits, num_classes, sample["image"].shape[-2:])[0].cpu().numpy())
                 images.append(denormalize_image(sample["image"], self.config.data.normalization))
