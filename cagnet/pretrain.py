@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -47,6 +45,7 @@ from cagnet.data.pretraining import (PRETRAIN_COLOURS, PRETRAIN_PATTERNS, Pretra
                                      generate_pretraining_set)
 from cagnet.data.transforms import normalize_image, resize_labels
 from cagnet.errors import ConfigError
+from cagnet.files import atomic_write, atomic_write_text
 from cagnet.models.backbone import DeepLabV2
 from cagnet.models.cagnet import kaiming_init
 from cagnet.models.convert import project_to_original_key
@@ -139,18 +138,6 @@ def _info_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def _normalised(images: np.ndarray, normalization: str) -> torch.Tensor:
     """uint8 [N, S, S, 3] -> float [N, 3, S, S] with the config's input normalisation."""
     return torch.stack([normalize_image(image, normalization) for image in images])
@@ -237,8 +224,8 @@ def pretrain_backbone(config: TrainConfig, out: str | Path | None = None, *, dev
         "device": str(device),
     }
     state = model.body_state_dict()
-    _atomic_write(path, lambda target: torch.save({"iteration": settings.iterations, "state_dict": state}, target))
-    _atomic_write(_info_path(path), lambda target: target.write_text(json.dumps(info, indent=1) + "\n"))
+    atomic_write(path, lambda stream: torch.save({"iteration": settings.iterations, "state_dict": state}, stream))
+    atomic_write_text(_info_path(path), json.dumps(info, indent=1) + "\n")
     return PretrainResult(path=path, info=info)
 
 

@@ -1,0 +1,249 @@
+"""Ablations on the validation split: which parts of a recipe matter, and is CaGNet's idea working?
+
+:func:`run_ablation` trains variants of a configuration over seeds with
+:class:`cagnet.methods.MethodRuns`, scores them on the **validation** split (the test split is
+for the reported tables only) and writes ``ablation.json`` and ``ablation.md``::
+
+    python -m cagnet ablate --config tutorial --seeds 3 --jobs 2
+
+A variant (:class:`Variant`) is a method and a list of ``key=value`` overrides of the base
+configuration. CaGNet variants also report what tells whether the idea is working
+(:func:`cagnet.diagnostics.context_diagnostics`): the KL term, the spread of the latent mean
+and how much of it the pixel's class explains, the share of saturated real-feature values, and
+the classifier's accuracy on generated vs real features of the unseen classes.
+
+:data:`VARIANTS` is the standard set: the pretrained start against random weights, the KL
+weight, normalising h before the contextual sigmoid, SGD at the original rates against Adam, the
+original's finetuning rates and its 100/100 step interval, generator width and dropout, the
+unseen share of the step-2 labels, and the baselines' own knobs with the same care (learning
+rates; ZS3Net's unseen share). Run folders are shared between variants whose runs have the same
+recipe (:mod:`cagnet.methods`), so a variant that only changes ``mixed`` reuses the base's
+step-1 run.
+
+Choosing from the table: the validation scores of SPNet-c are those of the penalty chosen on the
+same validation split (optimistic by construction); every other row is trained without looking
+at validation labels and only *selected* with them.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from cagnet.config import TrainConfig
+from cagnet.errors import ConfigError
+from cagnet.files import atomic_write_text
+from cagnet.methods import TABLE_COLUMNS, Task, check_methods, json_safe, run_seeds
+
+ABLATION_NAME = "ablation.json"
+MARKDOWN_NAME = "ablation.md"
+#: Scores and diagnostics of the table, in column order: key -> (title, shown as a percentage).
+SCORE_COLUMNS: dict[str, str] = {"seen_miou": "S-mIoU", "unseen_miou": "U-mIoU", "hiou": "hIoU"}
+DIAGNOSTIC_COLUMNS: dict[str, tuple[str, bool]] = {
+    "kl": ("KL", False),
+    "latent_mean_std": ("std(mu)", False),
+    "latent_class_share": ("class share of mu", True),
+    "saturated_fraction": ("saturated", True),
+    "generated_unseen_accuracy": ("acc gen. unseen", True),
+    "real_unseen_accuracy": ("acc real unseen", True),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of an ablation: ``method`` trained with the base config plus ``overrides``."""
+
+    name: str
+    method: str
+    overrides: tuple[str, ...] = ()
+    note: str = ""
+
+    def task(self) -> Task:
+        return Task(name=self.name, method=self.method, overrides=tuple(self.overrides), diagnostics=True)
+
+
+def _both(key: str, value: Any, schedules: Sequence[str] = ("step1", "mixed")) -> tuple[str, ...]:
+    return tuple(f"schedules.{s}.{key}={value}" for s in schedules)
+
+
+_ORIGINAL_MULTIPLIERS = ("optim.lr_multipliers.backbone=1", "optim.lr_multipliers.context=5",
+                         "optim.lr_multipliers.context_gates=5", "optim.lr_multipliers.aspp_weight=10",
+                         "optim.lr_multipliers.aspp_bias=20")
+
+#: The standard variants (relative to the base configuration, the packaged ``tutorial``).
+VARIANTS: tuple[Variant, ...] = (
+    Variant("CaGNet", "CaGNet", (), "the base recipe"),
+    Variant("CaGNet scratch", "CaGNet", ("schedules.step1.init_model=null",),
+            "random initial weights instead of the pretrained backbone"),
+    Variant("CaGNet KL 10", "CaGNet", _both("losses.lambda_B_KLD", 10), "KL weight 10 (base 100, the original)"),
+    Variant("CaGNet KL 1", "CaGNet", _both("losses.lambda_B_KLD", 1), "KL weight 1"),
+    Variant("CaGNet h-norm", "CaGNet", ("model.semantic_norm=batch",),
+            "batch norm on h before the contextual sigmoid (a departure from the original)"),
+    Variant("CaGNet h-norm KL 1", "CaGNet", ("model.semantic_norm=batch", *_both("losses.lambda_B_KLD", 1)),
+            "both of the above"),
+    Variant("CaGNet SGD", "CaGNet", ("optim.backbone_optimizer=sgd", *_ORIGINAL_MULTIPLIERS,
+                                     "schedules.step1.backbone_lr=0.00025", "schedules.step1.generator_lr=0.0002",
+                                     "schedules.step1.discriminator_lr=0.00025"),
+            "SGD with the original's step-1 rates and multipliers (1/5/10/20) instead of Adam"),
+    Variant("CaGNet step-2 rates", "CaGNet", ("schedules.mixed.generator_lr=0.00005",
+                                              "schedules.mixed.discriminator_lr=0.00005",
+                                              "schedules.mixed.losses.lambda_D_cls_fake_transfer=0.125"),
+            "the original's finetuning rates (5e-5) and step-2 classifier weight (0.125)"),
+    Variant("CaGNet interval 100", "CaGNet", ("schedules.mixed.interval_step1=100",
+                                              "schedules.mixed.interval_step2=100"),
+            "the original's 100/100 step-1/step-2 blocks instead of 10/10"),
+    Variant("CaGNet generator 256", "CaGNet", ("model.generator_widths=[256,240,216,196,180]",),
+            "a generator twice as wide"),
+    Variant("CaGNet no dropout", "CaGNet", ("model.generator_dropouts=[0,0,0,0,0]",),
+            "no dropout in the generator (base: the original's 0.1-0.5)"),
+    Variant("CaGNet unseen 3", "CaGNet", ("schedules.mixed.gen_unseen_rate=3",),
+            "unseen share of the step-2 labels 50 % (base 9: 77 %)"),
+    Variant("CaGNet unseen 30", "CaGNet", ("schedules.mixed.gen_unseen_rate=30",), "unseen share 91 %"),
+    Variant("SPNet", "SPNet", (), "the base recipe"),
+    Variant("SPNet lr x3", "SPNet", ("schedules.step1.backbone_lr=0.003",), "backbone learning rate 3e-3"),
+    Variant("SPNet lr /3", "SPNet", ("schedules.step1.backbone_lr=0.00033",), "backbone learning rate 3.3e-4"),
+    Variant("SPNet-c", "SPNet-c", (), "penalty chosen on this validation split (optimistic here)"),
+    Variant("ZS3Net", "ZS3Net", (), "the base recipe"),
+    Variant("ZS3Net lr x3", "ZS3Net", ("schedules.step1.backbone_lr=0.003",), "backbone learning rate 3e-3"),
+    Variant("ZS3Net lr /3", "ZS3Net", ("schedules.step1.backbone_lr=0.00033",), "backbone learning rate 3.3e-4"),
+    Variant("ZS3Net unseen 3", "ZS3Net", ("schedules.mixed.gen_unseen_rate=3",),
+            "generated unseen features per class in the classifier phase: rate 3 (base 9)"),
+    Variant("ZS3Net unseen 30", "ZS3Net", ("schedules.mixed.gen_unseen_rate=30",), "rate 30"),
+)
+
+
+def select_variants(names: Iterable[str] | None, variants: Sequence[Variant] = VARIANTS) -> tuple[Variant, ...]:
+    """The variants named (all when None), in table order; an unknown name is a ConfigError."""
+    if names is None:
+        return tuple(variants)
+    by_name = {v.name: v for v in variants}
+    wanted = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise ConfigError(f"unknown ablation variant {unknown[0]!r} (known: {', '.join(by_name)})")
+    return tuple(v for v in variants if v.name in wanted)
+
+
+def _mean_std(values: list[float | None]) -> dict[str, float | None]:
+    finite = [v for v in values if v is not None and v == v]
+    if not finite:
+        return {"mean": None, "std": None}
+    return {"mean": statistics.fmean(finite), "std": statistics.stdev(finite) if len(finite) > 1 else 0.0}
+
+
+def summarise(per_seed: Mapping[str, Mapping[str, Mapping[str, Any]]], variants: Sequence[Variant]
+              ) -> dict[str, dict[str, Any]]:
+    """``{variant: {"method", "note", "overrides", score/diagnostic: {"mean", "std"}}}`` over seeds."""
+    rows = {}
+    for variant in variants:
+        runs = [records[variant.name] for records in per_seed.values() if variant.name in records]
+        row: dict[str, Any] = {"method": variant.method, "note": variant.note, "overrides": list(variant.overrides)}
+        for key in TABLE_COLUMNS:
+            row[key] = _mean_std([run.get(key) for run in runs])
+        for key in DIAGNOSTIC_COLUMNS:
+            row[key] = _mean_std([run.get("diagnostics", {}).get(key) for run in runs])
+        rows[variant.name] = row
+    return rows
+
+
+def _cell(entry: Mapping[str, Any] | None, percent: bool, show_std: bool) -> str:
+    if not entry or entry.get("mean") is None:
+        return ""
+    scale = 100.0 if percent else 1.0
+    if percent:
+        text = f"{scale * entry['mean']:.1f}"
+        if show_std:
+            text += f" ± {scale * entry['std']:.1f}"
+        return text
+    return f"{entry['mean']:.2g}"
+
+
+def format_ablation_markdown(table: Mapping[str, Any]) -> str:
+    """The ablation table as Markdown: one row per variant, scores in % (mean ± std over seeds),
+    diagnostics as means (CaGNet rows only)."""
+    show_std = len(table.get("seeds", [])) > 1
+    titles = ["Variant", "What changes", *SCORE_COLUMNS.values(), *(t for t, _ in DIAGNOSTIC_COLUMNS.values())]
+    lines = ["| " + " | ".join(titles) + " |", "|---|---|" + "---|" * (len(titles) - 2)]
+    for name, row in table.get("variants", {}).items():
+        cells = [name, row.get("note", "")]
+        cells += [_cell(row.get(key), True, show_std) for key in SCORE_COLUMNS]
+        cells += [_cell(row.get(key), percent, False) for key, (_, percent) in DIAGNOSTIC_COLUMNS.items()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _markdown_document(table: Mapping[str, Any]) -> str:
+    seeds = table.get("seeds", [])
+    return "\n".join([
+        f"# Ablation: config {table.get('config')}",
+        "",
+        f"Validation split ({table.get('num_images')} images, `original` protocol); {len(seeds)} seed(s): "
+        f"{', '.join(map(str, seeds))}. Scores in %"
+        + (", mean ± sample std over seeds" if len(seeds) > 1 else "")
+        + "; diagnostics (CaGNet rows) are means over seeds: KL term, std of the latent mean, share of its "
+          "variance explained by the class, share of saturated real-feature values, classifier accuracy on "
+          "generated and on real unseen-class features.",
+        "",
+        format_ablation_markdown(table),
+        ""])
+
+
+def write_ablation(table: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``ablation.json`` and ``ablation.md`` to ``out_dir`` (atomically); returns their paths."""
+    import json
+
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / ABLATION_NAME, out_dir / MARKDOWN_NAME
+    atomic_write_text(json_path, json.dumps(json_safe(dict(table)), indent=1, allow_nan=False))
+    atomic_write_text(md_path, _markdown_document(table))
+    return json_path, md_path
+
+
+def load_ablation(path: str | Path) -> dict[str, Any]:
+    """An ablation result from ``ablation.json`` (or a folder holding it)."""
+    import json
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / ABLATION_NAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"ablation table not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not an ablation table (invalid JSON at line {err.lineno})") from None
+
+
+def run_ablation(config: TrainConfig, variants: Sequence[Variant] = VARIANTS, seeds: Sequence[int] = (0, 1, 2),
+                 out_dir: str | Path | None = None, *, jobs: int = 1, progress: bool = True) -> dict[str, Any]:
+    """Train every variant for every seed, score it on the validation split, write the table.
+
+    Args:
+        config: the base configuration (it must have a validation split: the embedded benchmark).
+        variants: rows of the table (default :data:`VARIANTS`).
+        seeds: ``runtime.seed`` values.
+        out_dir: result folder (default ``runs/<config name>/ablation``): ``ablation.json``,
+            ``ablation.md`` and the run folders under ``runs/<seed>/``.
+        jobs: seeds trained at the same time, each in its own process.
+        progress: a progress bar over (variant, seed).
+
+    Returns:
+        ``variants`` (:func:`summarise`), ``seeds``, ``per_seed`` ({seed: {variant: record}}),
+        ``config``, ``num_images``, ``seconds``.
+    """
+    if not variants:
+        raise ConfigError("ablation: no variant selected")
+    check_methods({v.method for v in variants})
+    out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name / "ablation"
+    started = time.perf_counter()
+    per_seed, facts = run_seeds(config, seeds, out_dir / "runs", [v.task() for v in variants], split="validation",
+                                jobs=jobs, progress=progress, desc="ablation")
+    first = next(iter(next(iter(per_seed.values())).values()))
+    table = {"variants": summarise(per_seed, variants), "seeds": [int(s) for s in seeds], "per_seed": per_seed,
+             "config": config.name, "split": "validation", "num_images": first["num_images"],
+             "class_names": facts["class_names"], "num_seen": facts["num_seen"],
+             "seconds": time.perf_counter() - started}
+    write_ablation(table, out_dir)
+    return json_safe(table)
