@@ -128,7 +128,7 @@ class MethodRuns:
         from cagnet.train.data import evaluation_dataset, prepare_dataset
         from cagnet.train.distributed import resolve_device
 
-        self.config = seed_config(config, seed, ["runtime.eval_interval=0"])
+        self.config = seed_config(config, seed)
         self.seed = int(seed)
         self.runs_root = Path(runs_root)
         self.split = split
@@ -161,23 +161,36 @@ class MethodRuns:
 
         return self.runs_root / "cagnet" / f"{schedule}-{recipe_digest(run_recipe(to_dict(self.config), schedule))}"
 
-    def cagnet(self, method: str = "CaGNet") -> torch.nn.Module:
-        """The trained CaGNet (``CaGNet``: step1 -> mixed; ``CaGNet+ST``: -> st -> st_mixed), each
-        schedule trained unless its folder holds the finished run of the same recipe."""
+    def cagnet_run(self, schedule: str, *, retrain: bool = False, progress: bool = False,
+                   verbose: bool = False) -> Path:
+        """The folder of a finished run of ``schedule``: reused when it holds the finished run of this
+        recipe, else trained now, after the runs it starts from (step1 -> mixed -> st -> st_mixed,
+        each from the previous one's checkpoint). ``retrain`` trains ``schedule`` itself again."""
+        from cagnet.config import SCHEDULE_NAMES
         from cagnet.train.checkpoint import CHECKPOINT_NAME
-        from cagnet.train.engine import finished_run, load_run_model, train
+        from cagnet.train.engine import finished_run, train
 
-        if method in self.models:
-            return self.models[method]
         previous = None
-        for schedule in CAGNET_SCHEDULES[method]:
-            folder = self.cagnet_folder(schedule)
-            if not finished_run(folder, schedule, self.config):
+        for name in SCHEDULE_NAMES[:SCHEDULE_NAMES.index(schedule) + 1]:
+            folder = self.cagnet_folder(name)
+            if (retrain and name == schedule) or not finished_run(folder, name, self.config):
                 init = None if previous is None else previous / CHECKPOINT_NAME
-                train(self.config, schedule, folder, init_model=init, progress=False, verbose=False)
+                train(self.config, name, folder, init_model=init, progress=progress, verbose=verbose)
+                self.models.pop(name, None)
             previous = folder
-        self.models[method] = load_run_model(previous, self.config, self.device)
-        return self.models[method]
+        return previous
+
+    def cagnet_model(self, schedule: str) -> torch.nn.Module:
+        """The CaGNet model after ``schedule`` (:meth:`cagnet_run`), in eval mode on the device."""
+        from cagnet.train.engine import load_run_model
+
+        if schedule not in self.models:
+            self.models[schedule] = load_run_model(self.cagnet_run(schedule), self.config, self.device)
+        return self.models[schedule]
+
+    def cagnet(self, method: str = "CaGNet") -> torch.nn.Module:
+        """The trained CaGNet: ``CaGNet`` after step1 -> mixed, ``CaGNet+ST`` after -> st -> st_mixed."""
+        return self.cagnet_model(CAGNET_SCHEDULES[method][-1])
 
     # ------------------------------------------------------------------ baselines
     def _baseline_folder(self, name: str, schedule: str) -> tuple[Path, dict[str, Any]]:
@@ -332,7 +345,8 @@ class _SeedTasks:
 
     def runs_for(self, overrides: tuple[str, ...]) -> MethodRuns:
         if overrides not in self.runs:
-            config = seed_config(self.config, self.seed, overrides)
+            # no periodic evaluation: the rows are scored once, at the end
+            config = seed_config(self.config, self.seed, (*overrides, "runtime.eval_interval=0"))
             self.runs[overrides] = MethodRuns(config, self.seed, self.runs_root, split=self.split,
                                               held_out=self.held_out)
         return self.runs[overrides]

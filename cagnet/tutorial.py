@@ -1,16 +1,24 @@
-"""What the tutorial notebooks share: the run budget, the smoke recipe and where runs go.
+"""What the tutorial notebooks share: the chapter set-up, the run budget, the smoke recipe and
+where runs go.
+
+:func:`chapter` gives a notebook its set-up in one call (``ch = chapter(device=device)``): the
+packaged ``tutorial`` configuration with the notebook's overrides, the budget, the torch threads,
+the dataset's classes, the device, and :class:`cagnet.methods.MethodRuns` over the run folders,
+so that notebooks 02 to 06, the command line and the benchmark train and reuse the same runs.
 
 Every notebook runs with one of two budgets, read from ``$CAGNET_BUDGET``:
 
 * ``full`` (default): the packaged ``tutorial`` configuration as it is (``make run``);
-* ``smoke``: the same code path with a few iterations per schedule (``make test`` runs every
-  notebook under nbval with it). Its runs go to ``runs/<config>_smoke/`` so that a test
-  never replaces the checkpoints of a full run.
+* ``smoke``: the same code path with a few iterations per schedule and a few pretraining
+  iterations (``make test`` runs every notebook under nbval with it). Its runs go to
+  ``runs/<config>_smoke/`` so that a test never replaces the checkpoints of a full run.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 from cagnet.errors import ConfigError
 
@@ -22,6 +30,8 @@ SMOKE_ITERATIONS: dict[str, int] = {"step1": 12, "mixed": 16, "st": 4, "st_mixed
 #: Block lengths of the finetuning schedules under the smoke budget: step-2 iterations are cheap
 #: (no backbone), so a smoke run still alternates both kinds.
 SMOKE_INTERVALS: dict[str, int] = {"interval_step1": 2, "interval_step2": 6}
+#: Backbone pretraining under the smoke budget (its own cache file: another recipe).
+SMOKE_PRETRAIN: dict[str, int] = {"iterations": 20, "num_images": 16, "batch_size": 4}
 
 
 def run_budget() -> str:
@@ -33,10 +43,11 @@ def run_budget() -> str:
 
 
 def smoke_overrides() -> list[str]:
-    """``key=value`` overrides that turn the tutorial schedules into the smoke recipe."""
+    """``key=value`` overrides that turn the tutorial schedules and pretraining into the smoke recipe."""
     overrides = [f"schedules.{name}.iterations={count}" for name, count in SMOKE_ITERATIONS.items()]
     overrides += [f"schedules.{name}.{key}={value}" for name in ("mixed", "st_mixed")
                   for key, value in SMOKE_INTERVALS.items()]
+    overrides += [f"pretrain.{key}={value}" for key, value in SMOKE_PRETRAIN.items()]
     return overrides
 
 
@@ -54,3 +65,101 @@ def default_runs_root(config_name: str, budget: str) -> Path:
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r} (expected one of {', '.join(BUDGETS)})")
     return project_root() / "runs" / (config_name + ("_smoke" if budget == "smoke" else ""))
+
+
+# ------------------------------------------------------------------------------ the chapter kit
+@dataclass
+class Chapter:
+    """A notebook's set-up (see :func:`chapter`).
+
+    Attributes:
+        config: the resolved configuration (budget and overrides applied).
+        budget: ``full`` or ``smoke``.
+        info: the dataset's classes and split.
+        device: where models run.
+        runs: :class:`cagnet.methods.MethodRuns` over ``runs_root`` (scored split: test), the
+            shared trainer and loader of every method's runs.
+    """
+
+    config: Any
+    budget: str
+    info: Any
+    device: Any
+    runs: Any
+
+    @property
+    def runs_root(self) -> Path:
+        return self.runs.runs_root
+
+    @property
+    def num_seen(self) -> int:
+        return self.info.num_seen
+
+    @property
+    def num_unseen(self) -> int:
+        return self.info.num_unseen
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in evaluation order: seen ``0..S-1``, then unseen ``S..S+U-1``."""
+        return list(self.info.eval_class_names)
+
+    def dataset(self, split: str = "validation", warp_label: bool = True):
+        """A scored split (images warped to ``data.test_size``):
+        :func:`cagnet.train.data.evaluation_dataset`."""
+        from cagnet.train.data import evaluation_dataset
+
+        return evaluation_dataset(self.config, self.info, split, warp_label=warp_label)
+
+    def pretrained(self):
+        """The pretrained backbone of the configuration (trained now when missing):
+        :func:`cagnet.pretrain.ensure_pretrained`."""
+        from cagnet.pretrain import ensure_pretrained
+
+        return ensure_pretrained(self.config, progress=True)
+
+    def cagnet_run(self, schedule: str, retrain: bool = False) -> Path:
+        """The folder of the finished run of ``schedule`` (trained now, with a progress bar, when
+        missing): :meth:`cagnet.methods.MethodRuns.cagnet_run`."""
+        return self.runs.cagnet_run(schedule, retrain=retrain, progress=True, verbose=True)
+
+    def cagnet_model(self, schedule: str):
+        """The CaGNet model after ``schedule``, in eval mode on the device."""
+        self.cagnet_run(schedule)
+        return self.runs.cagnet_model(schedule)
+
+    def describe(self) -> str:
+        """One line: budget, dataset, classes, device, run folders."""
+        return (f"budget {self.budget}; dataset {self.info.root} ({self.num_seen} seen, {self.num_unseen} unseen "
+                f"classes); device {self.device}; runs in {self.runs_root}")
+
+
+def chapter(config: str = "tutorial", *, device: str | None = None, amp: str | None = None,
+            num_threads: int = 1, data_root: str | None = None, runs_root: str | Path | None = None,
+            overrides: Sequence[str] = ()) -> Chapter:
+    """A notebook's set-up in one call.
+
+    Loads ``config`` (packaged name or YAML path) with the smoke recipe under
+    ``$CAGNET_BUDGET=smoke`` (:func:`smoke_overrides`) and the given values (``None`` keeps the
+    config's: ``device``, ``amp``, ``data_root``; ``overrides`` are further ``key=value``
+    strings), sets torch to ``num_threads`` CPU threads (0: torch's default), builds the embedded
+    benchmark when the config asks for it and it is missing, and returns a :class:`Chapter` whose
+    run folders are in ``runs_root`` (default :func:`default_runs_root`).
+    """
+    import torch
+
+    from cagnet.config import load_train_config
+    from cagnet.methods import MethodRuns
+    from cagnet.train.data import prepare_dataset
+
+    budget = run_budget()
+    values = [f"{key}={value}" for key, value in (("runtime.device", device), ("runtime.amp", amp),
+                                                  ("data.root", data_root)) if value is not None]
+    if num_threads > 0:
+        values.append(f"runtime.num_threads={num_threads}")
+        torch.set_num_threads(num_threads)
+    loaded = load_train_config(config, [*(smoke_overrides() if budget == "smoke" else []), *values, *overrides])
+    info = prepare_dataset(loaded, progress=True)
+    root = Path(runs_root) if runs_root is not None else default_runs_root(loaded.name, budget)
+    runs = MethodRuns(loaded, loaded.runtime.seed, root, split="test")
+    return Chapter(config=runs.config, budget=budget, info=info, device=runs.device, runs=runs)

@@ -39,3 +39,36 @@ def test_runs_and_data_live_in_the_project_root(monkeypatch):
         default_runs_root("tutorial", "fast")
     monkeypatch.delenv("CAGNET_DATA", raising=False)
     assert default_data_root() == root / "data" / "synthetic"
+
+
+def test_smoke_overrides_shrink_the_pretraining_too():
+    full = load_train_config("tutorial")
+    smoke = load_train_config("tutorial", smoke_overrides())
+    assert smoke.pretrain.iterations < full.pretrain.iterations
+    assert smoke.pretrain.num_images < full.pretrain.num_images
+
+
+@pytest.mark.slow
+def test_chapter_sets_up_a_notebook_and_shares_its_runs(tiny_train_overrides, tmp_path, monkeypatch):
+    import torch
+
+    from cagnet.tutorial import chapter
+
+    monkeypatch.setenv(BUDGET_VARIABLE, "full")
+    previous = torch.get_num_threads()
+    try:
+        ch = chapter(runs_root=tmp_path, num_threads=1,
+                     overrides=[*tiny_train_overrides, "schedules.step1.iterations=2"])
+        assert torch.get_num_threads() == 1 and ch.config.runtime.num_threads == 1
+    finally:
+        torch.set_num_threads(previous)
+    assert ch.budget == "full" and ch.runs_root == tmp_path and ch.config.schedule("step1").iterations == 2
+    assert ch.num_seen == 12 and ch.num_unseen == 4 and len(ch.class_names) == 16
+    assert len(ch.dataset("validation")) == 8 and ch.dataset("validation").split == "validation"
+    assert "12 seen" in ch.describe()
+    folder = ch.cagnet_run("step1")
+    assert folder == ch.runs.cagnet_folder("step1") and (folder / "checkpoint.pt").is_file()
+    stamp = (folder / "checkpoint.pt").stat().st_mtime_ns
+    again = chapter(runs_root=tmp_path, num_threads=0, overrides=[*tiny_train_overrides, "schedules.step1.iterations=2"])
+    assert again.cagnet_run("step1") == folder and (folder / "checkpoint.pt").stat().st_mtime_ns == stamp
+    assert not again.cagnet_model("step1").training
