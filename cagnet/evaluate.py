@@ -92,6 +92,18 @@ def calibrated_logits(logits: torch.Tensor, num_classes: int, *, seen_penalty: f
     return logits
 
 
+def images_with_unseen(dataset, num_seen: int, ignore_index: int = 255) -> list[int]:
+    """Indices of the images of a scored split (evaluation labels) that show an unseen class
+    (a label in ``num_seen`` .. ``ignore_index - 1``), in order: the images worth looking at
+    for zero-shot predictions."""
+    indices = []
+    for index in range(len(dataset)):
+        label = dataset[index]["label"]
+        if ((label >= num_seen) & (label != ignore_index)).any():
+            indices.append(index)
+    return indices
+
+
 def predict_labels(logits: torch.Tensor, num_classes: int, size: Sequence[int] | None = None, *,
                    seen_penalty: float = 0.0, num_seen: int | None = None) -> torch.Tensor:
     """Argmax over the first ``num_classes`` (= S + U) outputs, after a bilinear upsampling of

@@ -63,7 +63,7 @@ def class_colours(class_names: Sequence[str]) -> np.ndarray:
     figures of :mod:`cagnet.viz` draw it."""
     from cagnet.viz import class_palette
 
-    return class_palette(len(class_names))
+    return class_palette(list(class_names))
 
 
 @dataclass
