@@ -44,6 +44,10 @@ def test_train_then_evaluate_the_tutorial_config(tiny_train_overrides, tmp_path,
         for key in ("miou", "seen_miou", "unseen_miou", "hiou", "pixel_acc", "mean_acc", "fwiou", "class_iou"):
             assert key in record["scores"], key
         assert record["resolved_config"]["name"] == "tutorial"
+    code = main(["evaluate", "--config", "tutorial", "--checkpoint", str(run / "checkpoint.pt"), "--split",
+                 "validation", "--json", str(report), "--no-progress", *_sets(tiny_train_overrides)])
+    assert code == 0 and "8 validation images" in capsys.readouterr().out
+    assert json.loads(report.read_text())["split"] == "validation"
 
 
 def test_errors_are_one_line(tiny_train_overrides, tmp_path, cli_error):
@@ -69,7 +73,9 @@ def test_errors_are_one_line(tiny_train_overrides, tmp_path, cli_error):
 
 @pytest.mark.parametrize("command, options", [
     ("train", ["--config", "--schedule", "--init-model", "--resume", "--out", "--set", "--stop-at", "--no-progress"]),
-    ("evaluate", ["--config", "--checkpoint", "--protocol", "--json", "--set", "--no-progress"]),
+    ("evaluate", ["--config", "--checkpoint", "--protocol", "--split", "--json", "--set", "--no-progress"]),
+    ("pretrain", ["--config", "--force", "--set", "--no-progress"]),
+    ("ablate", ["--config", "--seeds", "--variants", "--list", "--out", "--set", "--jobs", "--no-progress"]),
     ("embed", ["DATASET_DIR", "--extra-vectors", "--force"]),
     ("predict", ["--config", "--checkpoint", "IMAGE_OR_FOLDER", "--out", "--protocol", "--seen-penalty", "--set",
                  "--force", "--no-progress"]),
@@ -89,7 +95,7 @@ def test_module_entry_point_help():
     assert result.returncode == 0 and "--schedule" in result.stdout
     result = subprocess.run([sys.executable, "-m", "cagnet", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
-    for command in ("check", "data", "train", "evaluate", "benchmark", "embed", "predict"):
+    for command in ("check", "data", "train", "evaluate", "benchmark", "embed", "predict", "pretrain", "ablate"):
         assert f"    {command} " in result.stdout or f"    {command}\n" in result.stdout, command
 
 

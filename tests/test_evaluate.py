@@ -231,3 +231,12 @@ def test_held_out_calibration_balances_seen_accuracy_and_ignored_pixels():
     assert result["seen_acc"][best] == 1.0 and result["unseen_rate"][best] == 1.0 and result["balance"][best] == 1.0
     assert result["unseen_rate"][0] == 0.0 and result["seen_acc"][0] == 1.0     # penalty 0: nothing unseen
     assert result["seen_acc"][-1] == 0.0                                         # beyond every gap: nothing seen
+
+
+def test_images_with_unseen_lists_the_images_showing_an_unseen_class():
+    from cagnet.evaluate import images_with_unseen
+
+    labels = [torch.tensor([[0, 1], [255, 1]]), torch.tensor([[2, 0], [0, 0]]), torch.tensor([[255, 255], [1, 3]])]
+    dataset = [{"label": label} for label in labels]
+    assert images_with_unseen(dataset, num_seen=2) == [1, 2]
+    assert images_with_unseen(dataset, num_seen=4) == []

@@ -304,3 +304,24 @@ def test_current_run_needs_a_finished_run_newer_than_its_start(tiny_train_overri
     assert next(engine.load_run_model(tmp_path / "mixed", config, torch.device("cpu")).parameters()).device.type == "cpu"
     for name, value in model.state_dict().items():
         assert torch.equal(value, trained.model.state_dict()[name].cpu()), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("eval_split, expected", [("auto", "validation"), ("test", "test")])
+def test_runs_score_the_configured_split(tiny_train_overrides, tmp_path, eval_split, expected):
+    config = _config(tiny_train_overrides, "schedules.step1.iterations=1", f"data.eval_split={eval_split}")
+    result = train(config, "step1", tmp_path / "run", progress=False, verbose=False)
+    final = read_jsonl(tmp_path / "run" / "eval.jsonl")[-1]
+    assert final["split"] == expected and final["num_images"] == 8 and result.scores["hiou"] == final["hiou"]
+
+
+def test_a_missing_validation_split_is_a_one_line_error(custom_dataset, tiny_pretrain_overrides):
+    from cagnet.train.data import evaluation_dataset, prepare_dataset, resolve_eval_split
+
+    config = load_train_config("tutorial", [f"data.root={custom_dataset}", *tiny_pretrain_overrides])
+    info = prepare_dataset(config)
+    assert resolve_eval_split("auto", info) == "test"
+    with pytest.raises(DatasetError, match=r"my_dataset: no validation split"):
+        evaluation_dataset(config, info, "validation")
+    with pytest.raises(DatasetError, match="test or validation"):
+        evaluation_dataset(config, info, "train")
