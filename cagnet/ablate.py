@@ -160,13 +160,16 @@ def _cell(entry: Mapping[str, Any] | None, percent: bool, show_std: bool) -> str
     return f"{entry['mean']:.2g}"
 
 
-def format_ablation_markdown(table: Mapping[str, Any]) -> str:
-    """The ablation table as Markdown: one row per variant, scores in % (mean ± std over seeds),
-    diagnostics as means (CaGNet rows only)."""
+def format_ablation_markdown(table: Mapping[str, Any], rows: Iterable[str] | None = None) -> str:
+    """The ablation table as Markdown: one row per variant (``rows``: only these, in the table's
+    order), scores in % (mean ± std over seeds), diagnostics as means (CaGNet rows only)."""
     show_std = len(table.get("seeds", [])) > 1
     titles = ["Variant", "What changes", *SCORE_COLUMNS.values(), *(t for t, _ in DIAGNOSTIC_COLUMNS.values())]
     lines = ["| " + " | ".join(titles) + " |", "|---|---|" + "---|" * (len(titles) - 2)]
+    wanted = None if rows is None else set(rows)
     for name, row in table.get("variants", {}).items():
+        if wanted is not None and name not in wanted:
+            continue
         cells = [name, row.get("note", "")]
         cells += [_cell(row.get(key), True, show_std) for key in SCORE_COLUMNS]
         cells += [_cell(row.get(key), percent, False) for key, (_, percent) in DIAGNOSTIC_COLUMNS.items()]

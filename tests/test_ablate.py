@@ -68,6 +68,8 @@ def test_summary_and_markdown_of_records():
     text = format_ablation_markdown({"variants": rows, "seeds": [0, 1]})
     assert "| A | a | 60.0 ± 14.1 | 30.0 ± 14.1 | 40.0 ± 14.1 | 0.02 |" in text
     assert "| B | b | 60.0 ± 0.0 | 10.0 ± 0.0 | 20.0 ± 0.0 |" in text
+    only = format_ablation_markdown({"variants": rows, "seeds": [0, 1]}, rows=["B"])
+    assert "| B |" in only and "| A |" not in only
 
 
 def test_cli_lists_variants_and_reports_errors_in_one_line(cli_error, capsys, tmp_path):
