@@ -26,7 +26,6 @@ at validation labels and only *selected* with them.
 """
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from cagnet.config import TrainConfig
 from cagnet.errors import ConfigError
-from cagnet.files import atomic_write_text
-from cagnet.methods import TABLE_COLUMNS, Task, check_methods, json_safe, run_seeds
+from cagnet.methods import (TABLE_COLUMNS, Task, check_methods, json_safe, load_result_file, mean_std, run_seeds,
+                            write_result_files)
 
 ABLATION_NAME = "ablation.json"
 MARKDOWN_NAME = "ablation.md"
@@ -126,13 +125,6 @@ def select_variants(names: Iterable[str] | None, variants: Sequence[Variant] = V
     return tuple(v for v in variants if v.name in wanted)
 
 
-def _mean_std(values: list[float | None]) -> dict[str, float | None]:
-    finite = [v for v in values if v is not None and v == v]
-    if not finite:
-        return {"mean": None, "std": None}
-    return {"mean": statistics.fmean(finite), "std": statistics.stdev(finite) if len(finite) > 1 else 0.0}
-
-
 def summarise(per_seed: Mapping[str, Mapping[str, Mapping[str, Any]]], variants: Sequence[Variant]
               ) -> dict[str, dict[str, Any]]:
     """``{variant: {"method", "note", "overrides", score/diagnostic: {"mean", "std"}}}`` over seeds."""
@@ -141,9 +133,9 @@ def summarise(per_seed: Mapping[str, Mapping[str, Mapping[str, Any]]], variants:
         runs = [records[variant.name] for records in per_seed.values() if variant.name in records]
         row: dict[str, Any] = {"method": variant.method, "note": variant.note, "overrides": list(variant.overrides)}
         for key in TABLE_COLUMNS:
-            row[key] = _mean_std([run.get(key) for run in runs])
+            row[key] = mean_std([run.get(key) for run in runs])
         for key in DIAGNOSTIC_COLUMNS:
-            row[key] = _mean_std([run.get("diagnostics", {}).get(key) for run in runs])
+            row[key] = mean_std([run.get("diagnostics", {}).get(key) for run in runs])
         rows[variant.name] = row
     return rows
 
@@ -195,28 +187,12 @@ def _markdown_document(table: Mapping[str, Any]) -> str:
 
 def write_ablation(table: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``ablation.json`` and ``ablation.md`` to ``out_dir`` (atomically); returns their paths."""
-    import json
-
-    out_dir = Path(out_dir)
-    json_path, md_path = out_dir / ABLATION_NAME, out_dir / MARKDOWN_NAME
-    atomic_write_text(json_path, json.dumps(json_safe(dict(table)), indent=1, allow_nan=False))
-    atomic_write_text(md_path, _markdown_document(table))
-    return json_path, md_path
+    return write_result_files(table, out_dir, ABLATION_NAME, MARKDOWN_NAME, _markdown_document(table))
 
 
 def load_ablation(path: str | Path) -> dict[str, Any]:
     """An ablation result from ``ablation.json`` (or a folder holding it)."""
-    import json
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / ABLATION_NAME
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"ablation table not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not an ablation table (invalid JSON at line {err.lineno})") from None
+    return load_result_file(path, ABLATION_NAME, "ablation table")
 
 
 def run_ablation(config: TrainConfig, variants: Sequence[Variant] = VARIANTS, seeds: Sequence[int] = (0, 1, 2),

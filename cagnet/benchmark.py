@@ -23,16 +23,14 @@ so that both print with :func:`format_table_markdown`.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import statistics
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from cagnet.config import TrainConfig
 from cagnet.errors import ConfigError
-from cagnet.methods import METHODS, TABLE_COLUMNS, Task, check_methods, json_safe, run_seeds, table_record
+from cagnet.methods import (METHODS, TABLE_COLUMNS, Task, check_methods, json_safe, load_result_file, mean_std,
+                            run_seeds, table_record, write_result_files)
 
 __all__ = ["METHODS", "PAPER_ORDER", "PAPER_RESULTS", "TABLE_COLUMNS", "aggregate", "check_methods",
            "format_table_markdown", "load_table", "paper_table", "run_benchmark", "table_from_scores", "write_table"]
@@ -79,13 +77,6 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
     for dataset, rows in _PAPER_ROWS.items()}
 
 
-def _mean_std(values: list[float]) -> dict[str, float | None]:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    if len(finite) != len(values) or not values:
-        return {"mean": None, "std": None}
-    return {"mean": statistics.fmean(finite), "std": statistics.stdev(finite) if len(finite) > 1 else 0.0}
-
-
 def aggregate(per_seed: Mapping[str, Mapping[str, Mapping[str, Any]]], methods: Sequence[str]
               ) -> dict[str, dict[str, dict[str, float | None]]]:
     """``{method: {score: {"mean", "std"}}}`` over the seeds of ``per_seed``."""
@@ -93,7 +84,7 @@ def aggregate(per_seed: Mapping[str, Mapping[str, Mapping[str, Any]]], methods: 
     for method in methods:
         runs = [seed_scores[method] for seed_scores in per_seed.values() if method in seed_scores]
         if runs:
-            table[method] = {key: _mean_std([run.get(key) for run in runs]) for key in TABLE_COLUMNS}
+            table[method] = {key: mean_std([run.get(key) for run in runs]) for key in TABLE_COLUMNS}
     return table
 
 
@@ -166,25 +157,12 @@ def _markdown_document(table: Mapping[str, Any]) -> str:
 
 def load_table(path: str | Path) -> dict[str, Any]:
     """A benchmark result from ``table.json`` (or a benchmark folder holding it)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / TABLE_NAME
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"benchmark table not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not a benchmark table (invalid JSON at line {err.lineno})") from None
+    return load_result_file(path, TABLE_NAME, "benchmark table")
 
 
 def write_table(table: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``table.json`` and ``table.md`` to ``out_dir``; returns their paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / TABLE_NAME, out_dir / MARKDOWN_NAME
-    json_path.write_text(json.dumps(json_safe(dict(table)), indent=2, allow_nan=False), encoding="utf-8")
-    md_path.write_text(_markdown_document(table), encoding="utf-8")
-    return json_path, md_path
+    return write_result_files(table, out_dir, TABLE_NAME, MARKDOWN_NAME, _markdown_document(table))
 
 
 def _protocol(config: TrainConfig, facts: Mapping[str, Any], num_test_images: int | None) -> dict[str, Any]:
