@@ -47,6 +47,9 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     owns_group: bool = False
+    #: a gloo group for small host-side agreements (e.g. "skip this batch?") when the default
+    #: group is NCCL: CPU tensors there need no wait for the GPU
+    cpu_group: Any = None
 
     @property
     def enabled(self) -> bool:
@@ -90,13 +93,18 @@ def setup_distributed(device_spec: str = "auto", backend: str = "auto") -> DistC
             kwargs["device_id"] = device
         dist.init_process_group(**kwargs)
         owns = True
+    cpu_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
-                       device=device, owns_group=owns)
+                       device=device, owns_group=owns, cpu_group=cpu_group)
 
 
 def teardown_distributed(ctx: DistContext) -> None:
-    if ctx.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    if ctx.owns_group:
+        dist.destroy_process_group()   # every group, the gloo one too
+    elif ctx.cpu_group is not None:
+        dist.destroy_process_group(ctx.cpu_group)
 
 
 def all_reduce_mean(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
@@ -109,11 +117,11 @@ def all_reduce_mean(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 
 
 def any_process(flag: bool, ctx: DistContext) -> bool:
-    """True if ``flag`` is True on any process."""
+    """True if ``flag`` is True on any process (host-side: over gloo, without waiting for a GPU)."""
     if not ctx.enabled:
         return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    value = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=ctx.cpu_group)
     return bool(value.item() > 0)
 
 
