@@ -375,3 +375,20 @@ def test_voc12_architecture_trains_from_random_weights_at_the_original_rates(tin
     assert [r["iteration"] for r in records] == [1, 2, 3, 4]
     assert all(math.isfinite(v) for r in records for v in r.values() if isinstance(v, float))
     assert result.model.config.backbone_blocks == (3, 4, 23, 3) and len(result.model.config.scales) == 3
+
+
+def test_one_process_under_torchrun_runs_the_distributed_code(tiny_train_overrides, tmp_path, monkeypatch):
+    """``torchrun --nproc_per_node 1`` (its environment, here with gloo): the process joins a
+    group, the networks are DistributedDataParallel, and the group is gone afterwards."""
+    import torch.distributed as dist
+
+    for name, value in dict(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                            MASTER_PORT=str(_free_port())).items():
+        monkeypatch.setenv(name, value)
+    config = _config(tiny_train_overrides, "schedules.step1.iterations=2", "runtime.sample_images=0")
+    trainer = engine.Trainer(config, "step1", tmp_path / "run", progress=False, verbose=False)
+    assert trainer.ctx.enabled and dist.is_initialized() and dist.get_backend() == "gloo"
+    assert isinstance(trainer.parts.generator, torch.nn.parallel.DistributedDataParallel)
+    result = trainer.run()
+    assert result.completed and not dist.is_initialized()
+    assert len(read_jsonl(tmp_path / "run" / "log.jsonl")) == 2
