@@ -223,6 +223,10 @@ class Trainer:
             raise ConfigError(f"runtime.amp: fp16 needs a CUDA device (running on {device.type}); use bf16 or none")
         self.amp = runtime.amp
         seed_everything(runtime.seed)  # same model initialisation on every process
+        if ctx.enabled:
+            import torch.distributed as dist
+
+            self.say(f"distributed: {ctx.world_size} process(es), {dist.get_backend()} backend, device {device}")
 
         # data and model
         if ctx.is_main:
