@@ -448,7 +448,7 @@ def _run_buckets(labels: torch.Tensor, ignore_index: int, dtype: torch.dtype,
     _, run_start, lengths = _run_layout(flat[labelled])
     bucket = _bucket_of(lengths, per_octave)
     order = torch.argsort(bucket, stable=True)
-    bucket_ids, counts = torch.unique_consecutive(bucket[order], return_counts=True)
+    _, counts = torch.unique_consecutive(bucket[order], return_counts=True)
     gathers, scatters, weights, shapes = [], [], [], []
     for runs in order.split(counts.tolist()):
         run_length = lengths[runs].unsqueeze(1)                           # [B, 1]
@@ -499,7 +499,7 @@ class _BucketedMMD(torch.autograd.Function):
     forward pass and again in the backward pass, so memory stays at one block whatever the
     run lengths, and autograd stores nothing per kernel entry.
 
-    Numerics: each block sums ``K - 6`` (``expm1``, :class:`_KernelSum`) instead of ``K``:
+    Numerics: each block sums ``K`` minus one per bandwidth (``expm1``, :class:`_KernelSum`):
     since ``sum v = 0`` the constant cancels exactly, and kernel values near 1 keep their small
     differences. Each run is centred on the mean of its 2L rows (distances are translation
     invariant), which keeps the ``|a|^2 + |b|^2 - 2ab`` expansion from cancelling badly. The
