@@ -576,8 +576,10 @@ class _BucketedMMD(torch.autograd.Function):
         buckets, kernel = ctx.buckets, ctx.kernel
         n, channels, h, w_ = ctx.feature_shape
         pixels = n * h * w_
-        # pixel-major gradients with one extra row that absorbs the padding slots
-        grads = [grad_statistic.new_zeros(pixels + 1, channels) for _ in range(2)]
+        # pixel-major gradients with one extra row that absorbs the padding slots (only for the
+        # inputs that need one: the real features usually come detached)
+        grads = [grad_statistic.new_zeros(pixels + 1, channels) if needed else None
+                 for needed in ctx.needs_input_grad[:2]]
         sizes = [b * l for b, l in buckets.shapes]
         first_run = 0
         for (num_runs, length), scatter, (z, squared, v) in zip(buckets.shapes, buckets.scatter.split(sizes),
@@ -599,10 +601,10 @@ class _BucketedMMD(torch.autograd.Function):
                 right_grad.addcmul_(g.sum(1).unsqueeze(2), right)
             index = scatter.view(num_runs, length)
             for grad, part in zip(grads, (grad_z[:, :length], grad_z[:, length:])):
-                grad.index_copy_(0, index.reshape(-1), part.reshape(-1, channels).to(grad.dtype))
-        outputs = []
-        for grad, dtype in zip(grads, ctx.dtypes):
-            outputs.append(grad[:pixels].view(n, h, w_, channels).permute(0, 3, 1, 2).to(dtype))
+                if grad is not None:
+                    grad.index_copy_(0, index.reshape(-1), part.reshape(-1, channels).to(grad.dtype))
+        outputs = [None if grad is None else grad[:pixels].view(n, h, w_, channels).permute(0, 3, 1, 2).to(dtype)
+                   for grad, dtype in zip(grads, ctx.dtypes)]
         return outputs[0], outputs[1], None, None, None
 
 
