@@ -8,10 +8,15 @@ a synthetic piecewise-constant label map (said so in the output).
 
     python benchmarks/bench_mmd.py [--repeats 5] [--loop-repeats 1] [--device cpu]
                                    [--labels auto|benchmark|blocks] [--threads N] [--no-backward]
+                                   [--clock wall|process]
 
 Both the forward pass and forward + backward (what a generator step does) are timed: the
 loop's backward is slow because autograd scatters every run's gradient into a full-size
 tensor, one run at a time.
+
+``--clock process`` measures the CPU time of this process instead of the wall time: on a
+shared machine it leaves out the time other processes hold the cores (with one thread; with
+several it adds up the threads).
 """
 from __future__ import annotations
 
@@ -70,17 +75,17 @@ def synthetic_label_map(seed: int) -> torch.Tensor:
     return torch.from_numpy(maps)
 
 
-def timed(function, repeats: int, device: torch.device) -> tuple[float, torch.Tensor]:
-    """Median wall time in seconds over ``repeats`` calls, and the last result."""
+def timed(function, repeats: int, device: torch.device, clock=time.perf_counter) -> tuple[float, torch.Tensor]:
+    """Median time in seconds (``clock``) over ``repeats`` calls, and the last result."""
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start = clock()
         result = function()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times), result
 
 
@@ -94,8 +99,11 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-backward", action="store_true",
                         help="time the forward pass only (the loop's backward takes ~1 min)")
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
+                        help="wall time, or this process's CPU time (steadier on a shared machine)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,7 +121,7 @@ def main(argv=None) -> None:
         torch.cat([kept.new_ones(1), (kept[1:] != kept[:-1]).long()]), 0) - 1)
     print(f"labels: {source}")
     print(f"batch: predict/target {list(shape)} float32, labels {list(labels.shape)}, "
-          f"device {device}, threads {torch.get_num_threads()}")
+          f"device {device}, threads {torch.get_num_threads()}, clock {args.clock}")
     print(f"labelled pixels {kept.numel()} of {flat.numel()}, runs {run_lengths.numel()}, "
           f"run length median {int(run_lengths.median())} max {int(run_lengths.max())}")
 
@@ -134,8 +142,8 @@ def main(argv=None) -> None:
     if not args.no_backward:
         modes.append(("forward+backward", forward_backward))
     for mode, run in modes:
-        vector_time, vector_value = timed(lambda: run(mmd_loss), args.repeats, device)
-        loop_time, loop_value = timed(lambda: run(mmd_loss_loop), args.loop_repeats, device)
+        vector_time, vector_value = timed(lambda: run(mmd_loss), args.repeats, device, clock)
+        loop_time, loop_value = timed(lambda: run(mmd_loss_loop), args.loop_repeats, device, clock)
         relative = abs(float(vector_value) - float(loop_value)) / abs(float(loop_value))
         print(f"[{mode}]")
         print(f"  loop       : {loop_time * 1e3:10.1f} ms (median of {args.loop_repeats})  "

@@ -215,6 +215,10 @@ class DataConfig:
     periodically and at the end of a run: ``validation`` (so that choices made from those
     scores never look at the test split), ``test`` (the original, whose datasets have no
     validation split) or ``auto`` (validation when the dataset has one, else test).
+    ``preload``: decode the training split once and keep its
+    images on the training device, augmenting batches there (true); read and augment them in
+    ``num_workers`` DataLoader processes (false); null = preload when the decoded images take
+    at most 1 GiB (:data:`cagnet.train.data.PRELOAD_LIMIT_BYTES`). The batches are the same.
     """
 
     root: str | None = None
@@ -229,6 +233,7 @@ class DataConfig:
     batch_size: int = 8
     test_batch_size: int = 1
     num_workers: int = 0
+    preload: bool | None = None
     train_limit: int | None = None
     test_limit: int | None = None
     eval_split: Literal["auto", "validation", "test"] = "test"
@@ -421,17 +426,24 @@ class RuntimeConfig:
     """Where and how training runs.
 
     ``device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``
-    (under torchrun each process takes ``cuda:LOCAL_RANK``). ``amp``: autocast dtype
-    (``fp16`` only on CUDA, with a gradient scaler). ``channels_last``: None = on for CUDA,
-    off on CPU. Intervals are in iterations (0 = only at the end): ``log_interval`` (console
-    summary; every iteration is written to ``log.jsonl``), ``eval_interval`` (GZSL scores of
-    ``eval_images`` test images, None = all, and figures), ``checkpoint_interval``.
-    ``num_threads``: torch CPU threads (None = torch's default).
+    (under torchrun each process takes ``cuda:LOCAL_RANK``). ``amp``: autocast dtype of the
+    networks' forward passes (``fp16`` only on CUDA, with a gradient scaler); losses, MMD and
+    KL stay float32. ``channels_last``: NHWC memory layout of the model and images (None = on
+    for CUDA, off on CPU). ``cudnn_benchmark``: let cuDNN time and pick its convolution
+    algorithms (None = on for CUDA). ``compile``: ``torch.compile`` the three networks
+    (backbone + contextual module, generator, discriminator); the first iterations then
+    take longer. Intervals are in iterations (0 = only at the end): ``log_interval`` (console
+    summary, and the check of the losses for non-finite values: the only point where the
+    host waits for the device; every iteration is still written to ``log.jsonl``),
+    ``eval_interval`` (GZSL scores of ``eval_images`` test images, None = all, and figures),
+    ``checkpoint_interval``. ``num_threads``: torch CPU threads (None = torch's default).
     """
 
     device: str = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool | None = None
+    cudnn_benchmark: bool | None = None
+    compile: bool = False
     seed: int = 0
     log_interval: int = 50
     eval_interval: int = 0

@@ -1,4 +1,4 @@
-"""CPU arithmetic settings shared by training, evaluation and the benchmark.
+"""Arithmetic and device settings shared by training, evaluation and the benchmark.
 
 Two things decide how fast a CaGNet model trains on a CPU besides its size:
 
@@ -41,3 +41,33 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool) -> Iterator[None]:
+    """Context: ``torch.backends.cudnn.benchmark = enabled`` (restored on exit). With it,
+    cuDNN times its convolution algorithms for each new input shape once and keeps the
+    fastest: a gain when shapes repeat (fixed crops), a loss when every batch is new."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = bool(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def copy_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``, copied without waiting for the device's queued work.
+
+    A host-to-GPU copy from ordinary (pageable) memory makes the host wait until the GPU
+    has finished everything queued before; from pinned memory it is queued like a kernel.
+    So CPU tensors bound for a GPU are pinned first (PyTorch caches pinned blocks and keeps
+    one alive until its copy is done).
+    """
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        if not tensor.is_pinned():
+            tensor = tensor.pin_memory()
+        return tensor.to(device, non_blocking=True)
+    return tensor.to(device)

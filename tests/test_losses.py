@@ -157,6 +157,66 @@ def test_mmd_autocast_and_half_inputs():
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-8)
 
 
+def test_mmd_buckets_of_many_run_lengths_equal_the_loop():
+    """Runs of lengths 1..~200 fall into many buckets (and several row blocks per kernel matrix)."""
+    generator = torch.Generator().manual_seed(8)
+    labels = torch.full((2, 16, 16), 255)
+    position, value = 0, 0
+    flat = labels.view(-1)
+    for length in (1, 2, 3, 5, 8, 9, 11, 13, 15, 17, 23, 31, 40, 60, 70, 200):
+        flat[position:position + length] = value % 3
+        position += length + 1          # an ignored pixel between runs of the same label
+        value += 1
+    predict = torch.rand(2, 6, 16, 16, generator=generator, dtype=torch.float64)
+    target = torch.rand(2, 6, 16, 16, generator=generator, dtype=torch.float64)
+    expected = mmd_loss_loop(predict, target, labels)
+    for chunk_elements in (None, 100):
+        torch.testing.assert_close(mmd_loss(predict, target, labels, chunk_elements=chunk_elements), expected,
+                                   rtol=1e-10, atol=0)
+        torch.testing.assert_close(mmd_loss(predict.float(), target.float(), labels,
+                                            chunk_elements=chunk_elements).double(), expected, rtol=1e-5, atol=0)
+
+
+def test_mmd_gpu_tiling_and_channels_last_features(monkeypatch):
+    """The tiling a GPU uses (coarse buckets, whole buckets per block) and channels-last
+    features (gathered as pixel rows) give the same value and gradients, here on the CPU."""
+    from cagnet import losses
+
+    predict, target, generator = _features(9, (2, 5, 6, 7), dtype=torch.float64)
+    labels = _layout("with_ignored", (2, 6, 7), generator)
+    p, t = predict.clone().requires_grad_(True), target.clone().requires_grad_(True)
+    mmd_loss_loop(p, t, labels).backward()
+    monkeypatch.setitem(losses.MMD_TILING, "cpu", losses.MMD_TILING["cuda"])
+    q = predict.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    s = target.clone().requires_grad_(True)
+    value = mmd_loss(q, s, labels)
+    value.backward()
+    torch.testing.assert_close(value, mmd_loss_loop(predict, target, labels), rtol=1e-10, atol=0)
+    torch.testing.assert_close(q.grad, p.grad, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(s.grad, t.grad, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("bandwidths", [(2.0, 5.0, 10.0, 20.0, 40.0, 60.0), (3.0,), (2.0, 2.0, 7.0), (0.7, 3.3)])
+def test_mmd_kernel_sum_equals_one_expm1_per_bandwidth(bandwidths):
+    """One expm1 and products (integer multiples of one coefficient, the original's bandwidths)
+    or one expm1 per bandwidth (others): the same kernel sums and derivatives."""
+    from cagnet.losses import _KernelSum
+
+    kernel = _KernelSum(bandwidths)
+    assert (kernel.counts is not None) == (bandwidths != (0.7, 3.3))
+    squared = torch.cat([torch.linspace(0.0, 1e-6, 5), torch.linspace(0.0, 400.0, 200)]).double()
+    coefficients = [-0.5 / sigma for sigma in bandwidths]
+    values = sum(torch.expm1(c * squared) for c in coefficients)
+    derivative = sum(c * torch.exp(c * squared) for c in coefficients)
+    # kernel values are at most 1 (times |c| for the derivative): rounding of order 1e-16 of that
+    torch.testing.assert_close(kernel.values(kernel.scale * squared), values, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(kernel.derivative(kernel.scale * squared), derivative, rtol=1e-12, atol=1e-15)
+    near = squared < 1e-5   # nearly equal features: expm1 values ~1e-7, still accurate relatively
+    torch.testing.assert_close(kernel.values(kernel.scale * squared[near]), values[near], rtol=1e-12, atol=0)
+    # float32: the products keep the small "minus one" values relatively accurate
+    torch.testing.assert_close(kernel.values(kernel.scale * squared.float()).double(), values, rtol=2e-6, atol=1e-6)
+
+
 def test_mmd_rejects_mismatched_shapes():
     predict, target, _ = _features(0, (2, 3, 4, 4))
     with pytest.raises(ValueError, match="labels"):

@@ -357,3 +357,41 @@ def test_bad_config_raises_one_line_config_error(overrides, match):
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         model_config("tiny").feature_dim = 3
+
+
+# ---------------------------------------------------------------- stable random initialisation
+def _stage_scales(backbone, image: torch.Tensor) -> dict[str, float]:
+    """Root mean square of the stem's, each stage's and the ASPP's output."""
+    scales = {}
+    x = backbone.stem(image)
+    scales["stem"] = x.pow(2).mean().sqrt().item()
+    for name in ("res2", "res3", "res4", "res5"):
+        x = getattr(backbone, name)(x)
+        scales[name] = x.pow(2).mean().sqrt().item()
+    scales["aspp"] = backbone.aspp(x).pow(2).mean().sqrt().item()
+    return scales
+
+
+def test_stable_random_init_keeps_resnet101_activations_near_unit_scale():
+    """ResNet-101 (23 blocks in res4) from random weights with frozen BN: plain Kaiming grows the
+    activations ~1.4x per block (to ~1e7 at a Caffe-scale input); the stable initialisation keeps
+    every stage near unit scale."""
+    from cagnet.models.backbone import NOMINAL_INPUT_STD, DeepLabV2, stable_random_init
+    from cagnet.models.cagnet import kaiming_init
+
+    torch.manual_seed(0)
+    backbone = DeepLabV2((3, 4, 23, 3), 64, feature_dim=32).eval()
+    kaiming_init(backbone)
+    image = NOMINAL_INPUT_STD["caffe"] * image_batch(1, 33, 33)
+    with torch.no_grad():
+        plain = _stage_scales(backbone, image)
+        stable_random_init(backbone, NOMINAL_INPUT_STD["caffe"])
+        stable = _stage_scales(backbone, image)
+    assert plain["res4"] > 1e3 * plain["res3"] and plain["aspp"] > 1e5   # the failure this initialisation avoids
+    assert all(0.1 < value < 10.0 for value in stable.values()), stable
+    # the residual branches start at zero (each block is the identity) but still train
+    last_convs = [block.increase.conv.weight for stage in (backbone.res2, backbone.res4) for block in stage]
+    assert all(not w.any() for w in last_convs)
+    backbone.aspp(backbone.res5(backbone.res4(backbone.res3(backbone.res2(backbone.stem(image)))))).sum().backward()
+    assert backbone.res4[10].increase.conv.weight.grad.abs().sum() > 0
+    assert not backbone.stem.conv.bn.weight.requires_grad      # the frozen BN it relies on

@@ -41,3 +41,20 @@ def test_torch_threads_restores_the_count_after_an_error():
         with torch_threads(1):
             raise RuntimeError("boom")
     assert torch.get_num_threads() == previous
+
+
+def test_cudnn_autotune_is_restored():
+    from cagnet.runtime import cudnn_autotune
+
+    previous = torch.backends.cudnn.benchmark
+    with cudnn_autotune(not previous):
+        assert torch.backends.cudnn.benchmark == (not previous)
+    assert torch.backends.cudnn.benchmark == previous
+
+
+def test_copy_to_device_keeps_tensors_already_there():
+    from cagnet.runtime import copy_to_device
+
+    tensor = torch.arange(4)
+    assert copy_to_device(tensor, torch.device("cpu")) is tensor
+    assert copy_to_device(tensor, torch.device("meta")).device.type == "meta"

@@ -118,6 +118,57 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_train_ove
     assert len(read_jsonl(tmp_path / "run" / "log.jsonl")) == 2
 
 
+def test_non_finite_loss_inside_a_block_stops_at_the_next_check(tiny_train_overrides, tmp_path, monkeypatch):
+    """Losses are read back once per block (log_interval): a NaN at iteration 6 is found at the
+    check of iteration 8, named with its own iteration; the weights updated since the check at
+    4 are not saved, and the checkpoint of iteration 4 (finite) stays."""
+    config = _config(tiny_train_overrides, "schedules.step1.iterations=12", "runtime.log_interval=4",
+                     "runtime.checkpoint_interval=4")
+    calls = {"n": 0}
+    real_mmd = engine.steps.mmd_loss
+
+    def mmd_that_overflows(*args, **kwargs):
+        calls["n"] += 1
+        value = real_mmd(*args, **kwargs)
+        return value * float("nan") if calls["n"] == 6 else value
+
+    written = []
+    real_write_many = engine._JsonLines.write_many
+
+    def recording_write_many(self, records):
+        written.append([r["iteration"] for r in records])
+        real_write_many(self, records)
+
+    monkeypatch.setattr(engine.steps, "mmd_loss", mmd_that_overflows)
+    monkeypatch.setattr(engine._JsonLines, "write_many", recording_write_many)
+    with pytest.raises(NonFiniteLossError) as info:
+        train(config, "step1", tmp_path / "run", progress=False, verbose=False)
+    message = str(info.value)
+    assert "iteration 6" in message and "mmd = nan" in message and "loss_G = nan" in message
+    assert "checkpoint.pt (iteration 4)" in message and "\n" not in message
+    assert calls["n"] == 8          # the run went on to the check at iteration 8
+    assert written == [[1, 2, 3, 4], [5]]     # records in blocks; none from iteration 6 on
+    payload = load_training_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert payload["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in payload["state_dict"].values() if v.is_floating_point())
+
+
+def test_non_finite_weights_are_not_saved(tiny_train_overrides, tmp_path):
+    config = _config(tiny_train_overrides, "schedules.step1.iterations=2")
+    trainer = engine.Trainer(config, "step1", tmp_path / "run", progress=False, verbose=False)
+    try:
+        trainer._saved_iteration = None
+        with torch.no_grad():
+            trainer.model.generator.output.weight[0, 0] = float("inf")
+        with pytest.raises(NonFiniteLossError, match="non-finite weights .*generator.output.weight"):
+            trainer.save_checkpoint()
+        assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    finally:
+        trainer.log.close()
+        trainer.eval_log.close()
+        trainer._settings.close()
+
+
 def test_checkpoint_contents_and_safe_loading(tiny_train_overrides, tmp_path):
     config = _config(tiny_train_overrides, "schedules.step1.iterations=2")
     result = train(config, "step1", tmp_path / "run", progress=False, verbose=False)
@@ -325,3 +376,40 @@ def test_a_missing_validation_split_is_a_one_line_error(custom_dataset, tiny_pre
         evaluation_dataset(config, info, "validation")
     with pytest.raises(DatasetError, match="test or validation"):
         evaluation_dataset(config, info, "train")
+
+
+@pytest.mark.slow
+def test_voc12_architecture_trains_from_random_weights_at_the_original_rates(tiny_train_benchmark, tmp_path,
+                                                                             capsys):
+    """The voc12 recipe (ResNet-101, frozen BN, 3 scales, SGD at the DeepLabV2 rates) from random
+    weights at a small size: the stable initialisation and its warning, and finite losses."""
+    config = load_train_config("voc12", [
+        f"data.root={tiny_train_benchmark}", "data.embedding=glove", "data.crop_size=41", "data.batch_size=2",
+        "data.test_size=33", "data.test_limit=2", "data.num_workers=0", "schedules.step1.iterations=4",
+        "runtime.device=cpu", "runtime.num_threads=1", "runtime.checkpoint_interval=0", "runtime.sample_images=0",
+        "runtime.log_interval=2", "runtime.progress=false"])
+    result = train(config, "step1", tmp_path / "voc12", progress=False, verbose=True)
+    err = capsys.readouterr().err
+    warnings_ = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings_) == 1 and "random weights" in warnings_[0] and "pretrained" in warnings_[0]
+    records = read_jsonl(tmp_path / "voc12" / "log.jsonl")
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4]
+    assert all(math.isfinite(v) for r in records for v in r.values() if isinstance(v, float))
+    assert result.model.config.backbone_blocks == (3, 4, 23, 3) and len(result.model.config.scales) == 3
+
+
+def test_one_process_under_torchrun_runs_the_distributed_code(tiny_train_overrides, tmp_path, monkeypatch):
+    """``torchrun --nproc_per_node 1`` (its environment, here with gloo): the process joins a
+    group, the networks are DistributedDataParallel, and the group is gone afterwards."""
+    import torch.distributed as dist
+
+    for name, value in dict(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                            MASTER_PORT=str(_free_port())).items():
+        monkeypatch.setenv(name, value)
+    config = _config(tiny_train_overrides, "schedules.step1.iterations=2", "runtime.sample_images=0")
+    trainer = engine.Trainer(config, "step1", tmp_path / "run", progress=False, verbose=False)
+    assert trainer.ctx.enabled and dist.is_initialized() and dist.get_backend() == "gloo"
+    assert isinstance(trainer.parts.generator, torch.nn.parallel.DistributedDataParallel)
+    result = trainer.run()
+    assert result.completed and not dist.is_initialized()
+    assert len(read_jsonl(tmp_path / "run" / "log.jsonl")) == 2

@@ -208,3 +208,17 @@ def test_bf16_autocast_step_on_cpu(model):
     optimizer.step()
     changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters()) if p.requires_grad]
     assert sum(changed) > 0.9 * len(changed)
+
+
+def test_step1_with_host_labels_computes_the_same_losses(model):
+    """CPU labels passed alongside (for the MMD loss's run layout) change nothing but where the
+    layout is computed."""
+    parts = wrap_parts(model, DistContext(), train_backbone=True)
+    image, labels = _batch()
+    outputs = []
+    for host_labels in (None, labels.clone()):
+        torch.manual_seed(3)
+        outputs.append(steps.step1(parts, image, labels, LossWeights(), host_labels=host_labels))
+    assert outputs[0].logs.keys() == outputs[1].logs.keys()
+    for name in outputs[0].logs:
+        assert torch.equal(outputs[0].logs[name], outputs[1].logs[name]), name

@@ -22,6 +22,7 @@ seeds per worker), so results are reproducible with a seeded generator.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
@@ -77,20 +78,35 @@ def _as_tensor(array) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+class ImageNormalizer:
+    """uint8 RGB images [..., H, W, 3] -> normalised float images [..., 3, H, W] on one device.
+
+    The per-channel constants are made once, on ``device``: creating them per call would
+    copy them host-to-device every time (on a GPU, a wait for all queued work).
+    """
+
+    def __init__(self, normalization: str = "caffe", device: torch.device | str = "cpu") -> None:
+        if normalization not in NORMALIZATIONS:
+            raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+        self.normalization = normalization
+        mean = CAFFE_MEAN_RGB if normalization == "caffe" else IMAGENET_MEAN_RGB
+        self.mean = torch.tensor(mean, device=device).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD_RGB, device=device).view(3, 1, 1)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        chw = image.movedim(-1, -3).float()
+        if self.normalization == "caffe":
+            return (chw - self.mean).flip(-3).contiguous()  # RGB -> BGR
+        return ((chw / 255.0 - self.mean) / self.std).contiguous()
+
+
 def normalize_image(image, normalization: str = "caffe") -> torch.Tensor:
     """uint8 RGB image [H, W, 3] -> normalised FloatTensor [3, H, W] (see module docstring)."""
-    if normalization not in NORMALIZATIONS:
-        raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    normalizer = ImageNormalizer(normalization)
     tensor = _as_tensor(image)
     if tensor.dim() != 3 or tensor.shape[-1] != 3:
         raise ValueError(f"image must be [H, W, 3] RGB, got shape {tuple(tensor.shape)}")
-    chw = tensor.permute(2, 0, 1).float()
-    if normalization == "caffe":
-        mean = torch.tensor(CAFFE_MEAN_RGB).view(3, 1, 1)
-        return (chw - mean).flip(0).contiguous()  # RGB -> BGR
-    mean = torch.tensor(IMAGENET_MEAN_RGB).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD_RGB).view(3, 1, 1)
-    return ((chw / 255.0 - mean) / std).contiguous()
+    return normalizer(tensor)
 
 
 def denormalize_image(image: torch.Tensor, normalization: str = "caffe") -> np.ndarray:
@@ -149,6 +165,21 @@ def _pair(size) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------- transforms
 
+@dataclass(frozen=True)
+class CropAugmentation:
+    """One draw of :class:`TrainTransform`'s random parameters: the size after the random
+    scale, the crop's top-left corner in the (padded) scaled image, and the flip."""
+
+    scaled: tuple[int, int]
+    top: int
+    left: int
+    flip: bool
+
+    def keeps_size(self, height: int, width: int) -> bool:
+        """True when the image of ``height`` x ``width`` is not rescaled (only cropped/flipped)."""
+        return self.scaled == (height, width)
+
+
 class TrainTransform:
     """Training augmentation of the original.
 
@@ -164,7 +195,9 @@ class TrainTransform:
     would then draw identical augmentations; with ``num_workers > 0`` leave it None (torch's
     global RNG, seeded per worker) or pass a generator per call.
 
-    Returns (FloatTensor [3, crop_h, crop_w], LongTensor [crop_h, crop_w]).
+    Returns (FloatTensor [3, crop_h, crop_w], LongTensor [crop_h, crop_w]). The call is
+    :meth:`draw` (the random parameters) followed by :meth:`apply_image` and
+    :meth:`apply_label`, which also run separately, e.g. on images held on a GPU.
     """
 
     def __init__(self, crop_size: int | Sequence[int] = 368, scale_range: Sequence[float] = (0.5, 1.5),
@@ -183,33 +216,48 @@ class TrainTransform:
         self.generator = generator
 
     def __call__(self, image, label, generator: Generator = None) -> tuple[torch.Tensor, torch.Tensor]:
-        draws = _Draws(generator if generator is not None else self.generator)
         image_t = normalize_image(image, self.normalization)  # [3, H, W]
         label_t = _as_label_tensor(label)  # [H, W]
         if tuple(image_t.shape[-2:]) != tuple(label_t.shape):
             raise ValueError(f"image {tuple(image_t.shape[-2:])} and label {tuple(label_t.shape)} sizes differ")
+        augmentation = self.draw(*label_t.shape, generator=generator)
+        return self.apply_image(image_t, augmentation), self.apply_label(label_t, augmentation)
 
+    def draw(self, height: int, width: int, generator: Generator = None) -> "CropAugmentation":
+        """The random parameters of one call for an image of ``height`` x ``width``, drawn
+        in the order ``__call__`` draws them (scale, top, left, flip)."""
+        draws = _Draws(generator if generator is not None else self.generator)
         scale = draws.uniform(*self.scale_range)
-        height, width = label_t.shape
         scaled = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
-        image_t = _resize_image(image_t, scaled)
-        label_t = resize_labels(label_t, scaled)
-
         crop_h, crop_w = self.crop_size
-        pad_h, pad_w = max(crop_h - scaled[0], 0), max(crop_w - scaled[1], 0)
+        top = draws.integer(0, max(scaled[0], crop_h) - crop_h)
+        left = draws.integer(0, max(scaled[1], crop_w) - crop_w)
+        flip = draws.uniform(0.0, 1.0) < self.flip_prob
+        return CropAugmentation(scaled=scaled, top=top, left=left, flip=flip)
+
+    def apply_image(self, image: torch.Tensor, augmentation: "CropAugmentation") -> torch.Tensor:
+        """Scale (bilinear), zero-pad, crop and flip a normalised image [3, H, W] (any device)."""
+        image = _resize_image(image, augmentation.scaled)
+        pad_h, pad_w = self._padding(augmentation)
         if pad_h or pad_w:
-            image_t = F.pad(image_t, (0, pad_w, 0, pad_h), value=0.0)
-            label_t = F.pad(label_t, (0, pad_w, 0, pad_h), value=self.ignore_index)
+            image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+        image = image[:, augmentation.top:augmentation.top + self.crop_size[0],
+                      augmentation.left:augmentation.left + self.crop_size[1]]
+        return (image.flip(-1) if augmentation.flip else image).contiguous()
 
-        top = draws.integer(0, label_t.shape[0] - crop_h)
-        left = draws.integer(0, label_t.shape[1] - crop_w)
-        image_t = image_t[:, top:top + crop_h, left:left + crop_w]
-        label_t = label_t[top:top + crop_h, left:left + crop_w]
+    def apply_label(self, label: torch.Tensor, augmentation: "CropAugmentation") -> torch.Tensor:
+        """Scale (nearest), pad with ``ignore_index``, crop and flip a label map [H, W]."""
+        label = resize_labels(label, augmentation.scaled)
+        pad_h, pad_w = self._padding(augmentation)
+        if pad_h or pad_w:
+            label = F.pad(label, (0, pad_w, 0, pad_h), value=self.ignore_index)
+        label = label[augmentation.top:augmentation.top + self.crop_size[0],
+                      augmentation.left:augmentation.left + self.crop_size[1]]
+        return (label.flip(-1) if augmentation.flip else label).contiguous()
 
-        if draws.uniform(0.0, 1.0) < self.flip_prob:
-            image_t = image_t.flip(-1)
-            label_t = label_t.flip(-1)
-        return image_t.contiguous(), label_t.contiguous()
+    def _padding(self, augmentation: "CropAugmentation") -> tuple[int, int]:
+        return (max(self.crop_size[0] - augmentation.scaled[0], 0),
+                max(self.crop_size[1] - augmentation.scaled[1], 0))
 
     def __repr__(self) -> str:
         return (f"TrainTransform(crop_size={self.crop_size}, scale_range={self.scale_range}, "

@@ -183,6 +183,44 @@ class DeepLabV2(nn.Module):
         return self.aspp(self.body(image))
 
 
+#: Nominal standard deviation of a natural image's pixels under each input normalisation
+#: (``cagnet.data.transforms``): "caffe" keeps the 0..255 scale (ImageNet's per-channel std
+#: is 57-58 there), "imagenet" divides by the std.
+NOMINAL_INPUT_STD: dict[str, float] = {"caffe": 57.6, "imagenet": 1.0}
+
+
+def stable_random_init(backbone: DeepLabV2, input_std: float) -> None:
+    """Make a randomly initialised frozen-BN backbone trainable at the DeepLabV2 learning rates.
+
+    DeepLabV2 expects pretrained weights whose frozen batch-norm statistics normalise every
+    conv output. From random (Kaiming) weights with frozen BN at its initial statistics
+    (mean 0, variance 1: the identity), nothing normalises: the stem passes on the input's
+    pixel scale (std ~58 for Caffe-normalised images) and each residual block roughly doubles
+    the variance (``x + branch(x)``, both of the same scale), so ResNet-101's activations grow
+    ~1.4x per block, to ~1e7 after the 23 blocks of res4; the first SGD step then diverges.
+    This initialisation (a departure from the original, which never trains from random
+    weights) keeps every activation near unit scale:
+
+    * the last conv of each residual branch (``increase``) starts at zero, so every block
+      starts as the identity and the branch grows from there as that conv trains (the
+      frozen BN after it cannot learn a scale, so zeroing a BN weight instead would switch
+      the branch off for good);
+    * the stem's frozen BN divides by the stem conv's expected output std
+      (``sqrt(2) * input_std`` for Kaiming weights), so the stem's output has unit scale.
+
+    Everything else keeps its Kaiming values. Pretrained weights loaded afterwards replace
+    all of it. ``input_std``: the input's pixel std (:data:`NOMINAL_INPUT_STD`).
+    """
+    for module in backbone.modules():
+        if isinstance(module, Bottleneck):
+            nn.init.zeros_(module.increase.conv.weight)
+    stem_bn = backbone.stem.conv.bn
+    with torch.no_grad():
+        stem_bn.running_mean.zero_()
+        # Kaiming (fan in, gain sqrt 2): output variance = 2 * E[input^2]
+        stem_bn.running_var.fill_(2.0 * float(input_std) ** 2 - stem_bn.eps)
+
+
 def resize_to_scale(image: torch.Tensor, scale: float) -> torch.Tensor:
     """Bilinear resize of ``image`` [N,C,H,W] to ``(int(H*scale), int(W*scale))``.
 

@@ -14,6 +14,23 @@ how often an iterator was created or on worker processes:
 
 DataLoaders get their own ``torch.Generator`` so that creating an iterator never consumes
 the global RNG (which dropout and the latent noise use).
+
+Two ways to turn keys into batches, with the same batches for the same keys
+(:func:`training_batches` picks one):
+
+* a small training split (the embedded benchmark: ~20 MB of pixels) is decoded once and its
+  images are kept on the training device as uint8 (:class:`PreloadedTrainingSet`); a batch is
+  cropped, flipped and normalised there, with the random parameters drawn exactly as
+  :class:`~cagnet.data.transforms.TrainTransform` draws them from the key's seed. On the CPU
+  the result is bit-identical to the DataLoader's; on a GPU the rescaling (bilinear) may
+  differ in the last bits, the rest (crop, flip, normalisation, label maps) is identical;
+* a large split (a real dataset) goes through a ``DataLoader`` with ``data.num_workers``
+  worker processes (kept alive across epochs), pinned memory on a GPU, and copies that do
+  not wait for the GPU.
+
+Label maps stay on the CPU in both cases (and are copied to the device as well): the
+engine checks them for labelled pixels and the MMD loss reads its run layout from them
+without waiting for the GPU.
 """
 from __future__ import annotations
 
@@ -25,7 +42,7 @@ import torch
 
 from cagnet.config import TrainConfig
 from cagnet.data.datasets import DatasetInfo, SegmentationDataset, load_dataset_info
-from cagnet.data.transforms import TestTransform, TrainTransform
+from cagnet.data.transforms import ImageNormalizer, TestTransform, TrainTransform
 from cagnet.errors import DatasetError
 
 
@@ -202,9 +219,11 @@ def training_loader(dataset: SegmentationDataset, batch_size: int, num_workers: 
                     ) -> tuple[torch.utils.data.DataLoader, ResumableBatchSampler]:
     """DataLoader over :class:`SeededAugmentation` with a :class:`ResumableBatchSampler`."""
     sampler = ResumableBatchSampler(len(dataset), batch_size, seed, rank, world_size)
+    # persistent workers: no new processes each epoch (the sampler still runs in this process,
+    # so a new iterator starts where set_position says)
     loader = torch.utils.data.DataLoader(
         SeededAugmentation(dataset), batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+        generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
     return loader, sampler
 
 
@@ -245,6 +264,100 @@ class BatchStream:
                 continue
             self.batch += 1
             return batch
+
+
+#: Largest training split (decoded RGB bytes, estimated from its first image) that
+#: ``data.preload: null`` keeps on the training device.
+PRELOAD_LIMIT_BYTES = 1 << 30
+
+
+class PreloadedTrainingSet:
+    """A training split decoded once: uint8 images [H, W, 3] on ``device``, mapped label
+    maps on the CPU; :meth:`batch` augments a batch of keys where the images are.
+
+    ``dataset`` must use a :class:`~cagnet.data.transforms.TrainTransform`. ``batch(keys)``
+    equals stacking ``SeededAugmentation(dataset)[key]`` over the keys (see the module
+    docstring for what may differ on a GPU).
+    """
+
+    def __init__(self, dataset: SegmentationDataset, device: torch.device) -> None:
+        if not isinstance(dataset.transform, TrainTransform):
+            raise TypeError(f"preloading needs a TrainTransform, got {type(dataset.transform).__name__}")
+        self.transform: TrainTransform = dataset.transform
+        self.device = device
+        self.ids = dataset.ids
+        images, labels = [], []
+        for index in range(len(dataset)):
+            image, raw_label = dataset.raw_sample(index)
+            images.append(torch.from_numpy(image))
+            labels.append(torch.from_numpy(dataset.lut[raw_label]))   # uint8 training labels
+        self.sizes = [tuple(label.shape) for label in labels]
+        if len(set(self.sizes)) == 1:   # one tensor, one copy
+            self.images = torch.stack(images).to(device)
+        else:
+            self.images = [image.to(device) for image in images]
+        self.labels = labels
+        self.normalizer = ImageNormalizer(self.transform.normalization, device)
+
+    @staticmethod
+    def estimated_bytes(dataset: SegmentationDataset) -> int:
+        """Decoded size of the split's images, estimated from the first one."""
+        if len(dataset) == 0:
+            return 0
+        image, _ = dataset.raw_sample(0)
+        return int(image.nbytes) * len(dataset)
+
+    def batch(self, keys: list[tuple[int, int]]) -> dict:
+        """``{"image": float [N, 3, h, w] on the device, "label": int64 [N, h, w] on the CPU,
+        "id": [N] ids}`` for ``(index, augmentation seed)`` keys."""
+        transform = self.transform
+        draws = [transform.draw(*self.sizes[index], generator=torch.Generator().manual_seed(int(seed)))
+                 for index, seed in keys]
+        labels = torch.stack([transform.apply_label(self.labels[index].long(), draw)
+                              for (index, _), draw in zip(keys, draws)])
+        crop_h, crop_w = transform.crop_size
+        if all(draw.keeps_size(*self.sizes[index]) and self.sizes[index][0] >= crop_h
+               and self.sizes[index][1] >= crop_w for (index, _), draw in zip(keys, draws)):
+            # no rescaling or padding: crop and flip the uint8 pixels, then normalise the batch
+            # at once (each pixel is normalised on its own, so the order does not matter)
+            crops = []
+            for (index, _), draw in zip(keys, draws):
+                crop = self.images[index][draw.top:draw.top + crop_h, draw.left:draw.left + crop_w]
+                crops.append(crop.flip(1) if draw.flip else crop)
+            image = self.normalizer(torch.stack(crops))
+        else:
+            image = torch.stack([transform.apply_image(self.normalizer(self.images[index]), draw)
+                                 for (index, _), draw in zip(keys, draws)])
+        return {"image": image, "label": labels, "id": [self.ids[index] for index, _ in keys]}
+
+
+class PreloadedLoader:
+    """Iterates a :class:`ResumableBatchSampler` into :class:`PreloadedTrainingSet` batches
+    (what a DataLoader does with :class:`SeededAugmentation`)."""
+
+    def __init__(self, data: PreloadedTrainingSet, sampler: ResumableBatchSampler) -> None:
+        self.data = data
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[dict]:
+        for keys in self.sampler:
+            yield self.data.batch(keys)
+
+
+def training_batches(dataset: SegmentationDataset, batch_size: int, num_workers: int, seed: int,
+                     rank: int = 0, world_size: int = 1, device: torch.device = torch.device("cpu"),
+                     preload: bool | None = None) -> BatchStream:
+    """The training batches of one process: preloaded on ``device`` (``preload`` True, or
+    None and the split is at most :data:`PRELOAD_LIMIT_BYTES`), else a DataLoader with
+    ``num_workers`` workers (pinned memory on a GPU)."""
+    if preload is None:
+        preload = PreloadedTrainingSet.estimated_bytes(dataset) <= PRELOAD_LIMIT_BYTES
+    if preload:
+        sampler = ResumableBatchSampler(len(dataset), batch_size, seed, rank, world_size)
+        return BatchStream(PreloadedLoader(PreloadedTrainingSet(dataset, device), sampler), sampler)
+    loader, sampler = training_loader(dataset, batch_size, num_workers, seed, rank, world_size,
+                                      pin_memory=device.type == "cuda")
+    return BatchStream(loader, sampler)
 
 
 def class_embedding_table(config: TrainConfig, info: DatasetInfo) -> torch.Tensor:

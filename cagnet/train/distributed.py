@@ -47,10 +47,17 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     owns_group: bool = False
+    #: in a process group (launched by torchrun, even as its only process)
+    grouped: bool = False
+    #: a gloo group for small host-side agreements (e.g. "skip this batch?") when the default
+    #: group is NCCL: CPU tensors there need no wait for the GPU
+    cpu_group: Any = None
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """Whether the run is distributed: DDP wrappers, collectives. One process started by
+        ``torchrun --nproc_per_node 1`` is, and runs the same code as several."""
+        return self.grouped or self.world_size > 1
 
     @property
     def is_main(self) -> bool:
@@ -71,14 +78,17 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
 def setup_distributed(device_spec: str = "auto", backend: str = "auto") -> DistContext:
     """Join the process group described by the environment (torchrun), or run alone.
 
-    An already initialised default group (e.g. a test that set it up) is used as is and
+    Under torchrun (``WORLD_SIZE`` and ``MASTER_ADDR`` set) a process joins the group even when
+    it is the only one, so that one process exercises the distributed code path (NCCL on a
+    GPU). An already initialised default group (e.g. a test that set it up) is used as is and
     left to its owner.
     """
     already = dist.is_available() and dist.is_initialized()
     world_size = dist.get_world_size() if already else int(os.environ.get("WORLD_SIZE", "1"))
+    launched = already or world_size > 1 or ("WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_spec, local_rank)
-    if world_size <= 1:
+    if not launched:
         return DistContext(device=device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -90,13 +100,18 @@ def setup_distributed(device_spec: str = "auto", backend: str = "auto") -> DistC
             kwargs["device_id"] = device
         dist.init_process_group(**kwargs)
         owns = True
+    cpu_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
-                       device=device, owns_group=owns)
+                       device=device, owns_group=owns, grouped=True, cpu_group=cpu_group)
 
 
 def teardown_distributed(ctx: DistContext) -> None:
-    if ctx.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    if ctx.owns_group:
+        dist.destroy_process_group()   # every group, the gloo one too
+    elif ctx.cpu_group is not None:
+        dist.destroy_process_group(ctx.cpu_group)
 
 
 def all_reduce_mean(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
@@ -109,11 +124,11 @@ def all_reduce_mean(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 
 
 def any_process(flag: bool, ctx: DistContext) -> bool:
-    """True if ``flag`` is True on any process."""
+    """True if ``flag`` is True on any process (host-side: over gloo, without waiting for a GPU)."""
     if not ctx.enabled:
         return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    value = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=ctx.cpu_group)
     return bool(value.item() > 0)
 
 

@@ -12,7 +12,8 @@ A run folder (default ``runs/<config name>/<schedule>``) receives:
 
 ``config.yaml``       the resolved configuration
 ``log.jsonl``         one JSON object per iteration: every loss (mean over processes),
-                      learning rates, step kind, seconds
+                      learning rates, step kind, seconds (wall time per iteration, averaged
+                      over the iterations between two checks); written in blocks, at each check
 ``eval.jsonl``        GZSL scores of the periodic and final evaluations on ``data.eval_split``
                       (the validation split of the embedded benchmark, the test split of the
                       original datasets)
@@ -23,8 +24,19 @@ A run folder (default ``runs/<config name>/<schedule>``) receives:
 ``--resume`` continues from ``checkpoint.pt`` exactly: model, optimiser states, gradient
 scaler, RNG states of every process and the data position are restored, so an interrupted
 and resumed run ends with the same weights as an uninterrupted one (on the same hardware
-and thread count). A non-finite loss stops training with :class:`NonFiniteLossError`,
-before any update, and leaves the last checkpoint as it was.
+and thread count).
+
+The host does not wait for the device during an iteration: the losses stay on the device
+and are read back, checked and logged once per block, at every ``runtime.log_interval``-th
+iteration and before every checkpoint, evaluation and the end of the run (the ``st``
+schedule also waits once per iteration for its pseudo-labels, and ``amp: fp16`` for its
+gradient scaler). A non-finite loss stops training at the next check with
+:class:`NonFiniteLossError`, naming the loss and its iteration: the updates made since the
+last check are dropped, not skipped on the device (that would cost a copy of the weights
+and optimiser states per iteration), so the weights in memory are not saved and the run
+falls back to the last checkpoint, which a check always precedes; a checkpoint is never
+written from weights updated by a non-finite loss (nor from non-finite weights). At most
+``log_interval`` iterations are lost, and ``--resume`` continues from that checkpoint.
 
 Iterations whose batch has no labelled pixel on some feature grid are skipped without
 counting, as in the original.
@@ -35,6 +47,7 @@ it instead of training again.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -53,10 +66,11 @@ from cagnet.config import SCHEDULE_NAMES, TrainConfig, to_dict
 from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError
 from cagnet.losses import IGNORE_INDEX
 from cagnet.models import build_cagnet, check_input_normalization, load_checkpoint
-from cagnet.runtime import torch_threads
+from cagnet.models.backbone import NOMINAL_INPUT_STD, stable_random_init
+from cagnet.runtime import copy_to_device, cudnn_autotune, torch_threads
 from cagnet.train import checkpoint as ckpt
-from cagnet.train.data import (BatchStream, class_embedding_table, evaluation_dataset, mix_seed, prepare_dataset,
-                               resolve_eval_split, training_dataset, training_loader)
+from cagnet.train.data import (class_embedding_table, evaluation_dataset, mix_seed, prepare_dataset,
+                               resolve_eval_split, training_batches, training_dataset)
 from cagnet.train.distributed import (DistContext, all_reduce_mean, any_process, barrier, gather_objects,
                                       resolve_device, setup_distributed, sync_buffers, teardown_distributed,
                                       wrap_parts)
@@ -68,7 +82,20 @@ MAX_CONSECUTIVE_SKIPS = 50
 
 
 class NonFiniteLossError(CagnetError, FloatingPointError):
-    """A loss became NaN or infinite; training stopped before updating the weights."""
+    """A loss (or a weight) became NaN or infinite; training stopped without saving the weights
+    updated from it."""
+
+
+@dataclass
+class _PendingRecord:
+    """An iteration whose losses are still on the device (read back at the next check)."""
+
+    iteration: int
+    kind: str
+    names: list[str]
+    values: torch.Tensor
+    rates: dict[str, float]
+    skipped_batches: int
 
 
 @dataclass
@@ -124,8 +151,12 @@ class _JsonLines:
         self.stream = open(path, "w" if truncate else "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self.stream.write(json.dumps(record, allow_nan=True) + "\n")
-        self.stream.flush()
+        self.write_many([record])
+
+    def write_many(self, records: list[dict]) -> None:
+        if records:
+            self.stream.write("".join(json.dumps(record, allow_nan=True) + "\n" for record in records))
+            self.stream.flush()
 
     def close(self) -> None:
         self.stream.close()
@@ -167,13 +198,16 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config, schedule)
         self.ctx: DistContext = setup_distributed(self.runtime.device, self.runtime.dist_backend)
         self.verbose = verbose and self.ctx.is_main
-        # torch threads and subnormal flushing for the whole run; restored by run() or a failed set-up
-        self._threads = torch_threads(self.runtime.num_threads)
-        self._threads.__enter__()
+        # torch threads, subnormal flushing and cuDNN autotuning for the whole run; restored
+        # by run() or a failed set-up
+        self._settings = contextlib.ExitStack()
+        self._settings.enter_context(torch_threads(self.runtime.num_threads))
+        if self.ctx.device.type == "cuda":
+            self._settings.enter_context(cudnn_autotune(self.runtime.cudnn_benchmark is not False))
         try:
             self._setup(init_model, resume)
         except BaseException:
-            self._threads.__exit__(None, None, None)
+            self._settings.close()
             teardown_distributed(self.ctx)
             raise
 
@@ -191,6 +225,10 @@ class Trainer:
             raise ConfigError(f"runtime.amp: fp16 needs a CUDA device (running on {device.type}); use bf16 or none")
         self.amp = runtime.amp
         seed_everything(runtime.seed)  # same model initialisation on every process
+        if ctx.enabled:
+            import torch.distributed as dist
+
+            self.say(f"distributed: {ctx.world_size} process(es), {dist.get_backend()} backend, device {device}")
 
         # data and model
         if ctx.is_main:
@@ -228,20 +266,28 @@ class Trainer:
         self.optimizers = build_optimizers(self.model, cfg.optim, sched)   # may freeze the gate conv
         self._set_train_mode()
         self.parts = wrap_parts(self.model, ctx, train_backbone=sched.update_backbone)
+        if runtime.compile:
+            self.parts = dataclasses.replace(self.parts, features=torch.compile(self.parts.features),
+                                             generator=torch.compile(self.parts.generator),
+                                             discriminator=torch.compile(self.parts.discriminator))
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
 
         # data
         self.crop_size = sched.crop_size or cfg.data.crop_size
         self.batch_size = sched.batch_size or cfg.data.batch_size
         train_set = training_dataset(cfg, info, self.crop_size)
-        loader, sampler = training_loader(train_set, self.batch_size, cfg.data.num_workers, runtime.seed,
-                                          ctx.rank, ctx.world_size, pin_memory=device.type == "cuda")
-        self.batches = BatchStream(loader, sampler)
+        self.batches = training_batches(train_set, self.batch_size, cfg.data.num_workers, runtime.seed, ctx.rank,
+                                        ctx.world_size, device, cfg.data.preload)
         self.eval_split = resolve_eval_split(cfg.data.eval_split, info)
         self.eval_set = evaluation_dataset(cfg, info, self.eval_split)
         self.grids = steps.step1_grids(self.model, (self.crop_size, self.crop_size))
-        self.prior = steps.unseen_prior(info.num_seen, info.num_unseen, sched.gen_unseen_rate)
+        # on the device once: a per-iteration copy from the host would wait for the device
+        self.prior = steps.unseen_prior(info.num_seen, info.num_unseen, sched.gen_unseen_rate).to(device,
+                                                                                                  torch.float32)
         self.skipped_batches = 0
+        self._pending: list[_PendingRecord] = []   # iterations not checked yet (see _check_and_log)
+        self._bar = None
+        self._block_start = time.perf_counter()
 
         if payload is not None:
             self.iteration = payload["iteration"]
@@ -307,9 +353,11 @@ class Trainer:
                                       f"but {source} does not exist (train --schedule {sched.init_from} first, "
                                       f"or pass --init-model PATH)")
         if source is None:
-            if self.config.model.backbone == "deeplabv2_resnet101":
-                self.say("note: no --init-model: the ResNet-101 backbone starts from random weights "
-                         "(the original starts from DeepLabV2 weights)")
+            if self.config.model.freeze_bn:
+                stable_random_init(self.model.backbone, NOMINAL_INPUT_STD[self.config.data.normalization])
+                self.say("warning: no --init-model: the frozen-BN backbone starts from random weights (stable "
+                         "initialisation: identity residual blocks, unit-scale stem); CaGNet's published results "
+                         "need the pretrained DeepLabV2 weights")
             return
         report = load_checkpoint(self.model, source)
         check_input_normalization(report, self.config.data.normalization)
@@ -324,19 +372,23 @@ class Trainer:
             self.model.semantic_norm.eval()  # normalises the backbone's output: frozen with it
 
     # ------------------------------------------------------------------ iterations
-    def _labels_ok(self, labels: torch.Tensor, grids) -> bool:
-        ok = steps.has_labelled_pixels(labels, grids)
+    def _labels_ok(self, host_labels: torch.Tensor, grids) -> bool:
+        """Whether every grid keeps a labelled pixel on every process (CPU labels: no wait for a GPU)."""
+        ok = steps.has_labelled_pixels(host_labels, grids)
         return not any_process(not ok, self.ctx)
 
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next batch whose labels keep a labelled pixel on every step-1 grid (on all processes)."""
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Next batch whose labels keep a labelled pixel on every step-1 grid (on all processes):
+        (images on the device, labels on the device, the same labels on the CPU)."""
+        device = self.ctx.device
         for _ in range(MAX_CONSECUTIVE_SKIPS):
             batch = self.batches.next()
-            if self._labels_ok(batch["label"], self.grids):
-                image = batch["image"].to(self.ctx.device, non_blocking=True)
+            host_labels = batch["label"]
+            if self._labels_ok(host_labels, self.grids):
+                image = copy_to_device(batch["image"], device)
                 if self.channels_last:
                     image = image.contiguous(memory_format=torch.channels_last)
-                return image, batch["label"].to(self.ctx.device, non_blocking=True)
+                return image, copy_to_device(host_labels, device), host_labels
             self.skipped_batches += 1
         raise DatasetError(f"{self.info.root}: {MAX_CONSECUTIVE_SKIPS} consecutive training batches without a "
                            "labelled (seen-class) pixel")
@@ -348,24 +400,72 @@ class Trainer:
             return steps.step2(self.parts, self.batch_size, self.grids[0], self.prior, sched.losses,
                                device=self.ctx.device, amp=self.amp)
         while True:
-            image, labels = self._next_batch()
+            image, labels, host_labels = self._next_batch()
             if kind == "st":
                 labels = steps.pseudo_labels(self.model, image, labels, sched.top_p, self.amp)
-                if not self._labels_ok(labels, self.grids):  # pseudo-labels live on the feature grid
+                # pseudo-labels come from the model: the one wait for the device per st iteration
+                host_labels = labels.cpu()
+                if not self._labels_ok(host_labels, self.grids):  # pseudo-labels live on the feature grid
                     self.skipped_batches += 1
                     continue
             return steps.step1(self.parts, image, labels, sched.losses, gan_type=cfg.losses.gan_type,
                                mmd_bandwidths=tuple(cfg.losses.mmd_bandwidths),
                                train_backbone=sched.update_backbone, amp=self.amp,
-                               unseen_embedding=unseen_embedding)
+                               unseen_embedding=unseen_embedding, host_labels=host_labels)
 
-    def _check_finite(self, values: dict[str, float], kind: str) -> None:
-        for name, value in values.items():
-            if not math.isfinite(value):
-                last = (f"last good checkpoint: {self.checkpoint_path} (iteration {self._saved_iteration})"
-                        if self._saved_iteration is not None else "no checkpoint was written")
-                raise NonFiniteLossError(f"non-finite loss {name} = {value} at iteration {self.iteration + 1} "
-                                         f"({self.schedule_name}, {kind}); training stopped before the update; {last}")
+    # ------------------------------------------------------------------ checks
+    def _last_good(self) -> str:
+        return (f"last good checkpoint: {self.checkpoint_path} (iteration {self._saved_iteration})"
+                if self._saved_iteration is not None else "no checkpoint was written")
+
+    def _check_and_log(self, summary: bool = False) -> None:
+        """Read the pending iterations' losses back from the device (one wait for the device),
+        stop at the first non-finite one, and log the records before it.
+
+        ``summary``: also show the last record (progress bar or a console line).
+        """
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        host = torch.cat([p.values for p in pending]).cpu().tolist()
+        now = time.perf_counter()
+        seconds, self._block_start = (now - self._block_start) / len(pending), now
+        records, offset = [], 0
+        for p in pending:
+            values = dict(zip(p.names, host[offset:offset + len(p.names)]))
+            offset += len(p.names)
+            bad = [f"{name} = {value}" for name, value in values.items() if not math.isfinite(value)]
+            if bad:
+                if self.log is not None:
+                    self.log.write_many(records)
+                raise NonFiniteLossError(
+                    f"non-finite loss at iteration {p.iteration} ({self.schedule_name}, {p.kind}): {', '.join(bad)}; "
+                    f"training stopped, the weights updated from it are not saved; {self._last_good()}")
+            records.append({"iteration": p.iteration, "step": p.kind, **values,
+                            **{f"lr_{k}": v for k, v in p.rates.items()},
+                            "seconds": seconds, "skipped_batches": p.skipped_batches})
+        if self.log is not None:
+            self.log.write_many(records)
+        if not summary:
+            return
+        last = records[-1]
+        shown = {k: f"{last[k]:.3g}" for k in ("loss_D", "loss_B", "loss_G", "acc_real") if k in last}
+        if self._bar is not None:
+            self._bar.set_postfix(shown)
+        elif self.progress:
+            self.say(f"[{self.schedule_name} {self.iteration}/{self.schedule.iterations}] {last['step']} "
+                     + " ".join(f"{k} {v}" for k, v in shown.items()) + f" ({seconds:.2f} s/it)")
+
+    def _check_weights(self) -> None:
+        """Non-finite weights (which finite losses can still produce, e.g. through an overflowing
+        gradient) are never saved either."""
+        named = list(self.model.named_parameters())
+        finite = torch.stack([torch.isfinite(p).all() for _, p in named]).cpu()
+        if not bool(finite.all()):
+            bad = [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
+            raise NonFiniteLossError(f"non-finite weights after iteration {self.iteration} ({self.schedule_name}): "
+                                     f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}; not saved; "
+                                     f"{self._last_good()}")
 
     def run(self) -> TrainResult:
         try:
@@ -374,7 +474,7 @@ class Trainer:
             for stream in (self.log, self.eval_log):
                 if stream is not None:
                     stream.close()
-            self._threads.__exit__(None, None, None)
+            self._settings.close()
             teardown_distributed(self.ctx)
 
     def _run(self) -> TrainResult:
@@ -382,24 +482,23 @@ class Trainer:
         total = sched.iterations
         last = total if self.stop_at is None else min(total, self.stop_at)
         self._saved_iteration = self.iteration if self.checkpoint_path.is_file() and self.iteration else None
-        bar = None
+        self._bar = None
         # a bar in terminals and notebooks; elsewhere (a log file) a summary line per log_interval
         interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
         if self.progress and self.ctx.is_main and interactive:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, initial=self.iteration, desc=f"{self.config.name} {self.schedule_name}",
-                       dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=self.iteration, desc=f"{self.config.name} {self.schedule_name}",
+                             dynamic_ncols=True)
+        self._block_start = time.perf_counter()
         try:
             while self.iteration < last:
                 kind = step_kind(self.schedule_name, sched, self.iteration)
-                started = time.perf_counter()
                 rates = apply_learning_rates(self.optimizers, sched, self.config.optim, self.iteration)
                 out = self._run_iteration(kind)
                 names = sorted(out.logs)
-                reduced = all_reduce_mean(torch.stack([out.logs[n] for n in names]), self.ctx).tolist()
-                values = dict(zip(names, reduced))
-                self._check_finite(values, kind)
+                # averaged over processes on the device; read back at the next check
+                values = all_reduce_mean(torch.stack([out.logs[n] for n in names]), self.ctx)
 
                 self.optimizers.zero_grad()
                 self.scaler.scale(out.total).backward()
@@ -410,29 +509,26 @@ class Trainer:
                     self.scaler.step(self.optimizers.generator)
                 self.scaler.update()
                 self.iteration += 1
+                self._pending.append(_PendingRecord(self.iteration, kind, names, values, rates,
+                                                    self.skipped_batches))
+                if self._bar is not None:
+                    self._bar.update(1)
 
-                record = {"iteration": self.iteration, "step": kind, **values,
-                          **{f"lr_{k}": v for k, v in rates.items()},
-                          "seconds": time.perf_counter() - started, "skipped_batches": self.skipped_batches}
-                if self.log is not None:
-                    self.log.write(record)
-                shown = {k: f"{values[k]:.3g}" for k in ("loss_D", "loss_B", "loss_G", "acc_real") if k in values}
-                due = runtime.log_interval and self.iteration % runtime.log_interval == 0
-                if bar is not None:
-                    bar.update(1)
-                    if due:
-                        bar.set_postfix(shown)
-                elif due and self.progress:
-                    self.say(f"[{self.schedule_name} {self.iteration}/{total}] {kind} "
-                             + " ".join(f"{k} {v}" for k, v in shown.items())
-                             + f" ({record['seconds']:.2f} s/it)")
-                if runtime.checkpoint_interval and self.iteration % runtime.checkpoint_interval == 0:
+                due_log = bool(runtime.log_interval) and self.iteration % runtime.log_interval == 0
+                due_checkpoint = bool(runtime.checkpoint_interval) and self.iteration % runtime.checkpoint_interval == 0
+                due_eval = (bool(runtime.eval_interval) and self.iteration % runtime.eval_interval == 0
+                            and self.iteration < total)
+                if due_log or due_checkpoint or due_eval or self.iteration == last:
+                    self._check_and_log(summary=due_log)
+                if due_checkpoint:
                     self.save_checkpoint()
-                if runtime.eval_interval and self.iteration % runtime.eval_interval == 0 and self.iteration < total:
+                if due_eval:
                     self.evaluate_now(limit=runtime.eval_images)
+                if due_checkpoint or due_eval:
+                    self._block_start = time.perf_counter()
         finally:
-            if bar is not None:
-                bar.close()
+            if self._bar is not None:
+                self._bar.close()
         completed = self.iteration >= total
         if self._saved_iteration != self.iteration:
             self.save_checkpoint()
@@ -446,7 +542,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ outputs
     def save_checkpoint(self) -> None:
-        """Write ``checkpoint.pt`` (rank 0; every process contributes its RNG state)."""
+        """Write ``checkpoint.pt`` (rank 0; every process contributes its RNG state), after
+        checking the pending losses and the weights (:class:`NonFiniteLossError`)."""
+        self._check_and_log()
+        self._check_weights()
         sync_buffers(self.model, self.ctx)
         rng = gather_objects(ckpt.capture_rng_state(), self.ctx)
         if self.ctx.is_main:
@@ -465,6 +564,7 @@ class Trainer:
         from cagnet.evaluate import evaluate
         from cagnet.metrics import format_scores
 
+        self._check_and_log()
         sync_buffers(self.model, self.ctx)
         scores = evaluate(self.model, self.eval_set, self.info, "original", test_size=self.config.data.test_size,
                           limit=limit, batch_size=self.config.data.test_batch_size, device=self.ctx.device,
@@ -537,7 +637,8 @@ def run_recipe(config_data: Mapping[str, Any], schedule: str) -> dict[str, Any]:
     ``config_data`` is a configuration as plain data (:func:`cagnet.config.to_dict` of a
     :class:`~cagnet.config.TrainConfig`, or the ``config`` of a training checkpoint). The
     recipe is that configuration without its ``runtime`` settings (device, threads, logging
-    intervals: they do not change what is learnt) but with ``runtime.seed`` (as ``seed``),
+    intervals: they do not change what is learnt) and without ``data.preload`` (the same batches
+    either way), but with ``runtime.seed`` (as ``seed``),
     and with the schedules of the chain up to ``schedule`` only (``step1`` -> ``mixed`` ->
     ``st`` -> ``st_mixed``; a run also depends on the runs it starts from, not on later ones).
     """
@@ -545,6 +646,8 @@ def run_recipe(config_data: Mapping[str, Any], schedule: str) -> dict[str, Any]:
         raise ConfigError(f"unknown schedule {schedule!r} (expected one of {', '.join(SCHEDULE_NAMES)})")
     chain = SCHEDULE_NAMES[:SCHEDULE_NAMES.index(schedule) + 1]
     recipe = {key: value for key, value in config_data.items() if key not in ("runtime", "schedules")}
+    if isinstance(recipe.get("data"), Mapping):  # where the batches are prepared, not which ones
+        recipe["data"] = {key: value for key, value in recipe["data"].items() if key != "preload"}
     recipe["seed"] = (config_data.get("runtime") or {}).get("seed")
     schedules = config_data.get("schedules") or {}
     recipe["schedules"] = {name: schedules.get(name) for name in chain}

@@ -167,7 +167,8 @@ def autocast_context(device: torch.device, amp: str):
 # ------------------------------------------------------------------------------ step 1
 def step1(parts: TrainedParts, image: torch.Tensor, labels: torch.Tensor, weights: LossWeights, *,
           gan_type: str = "lsgan", mmd_bandwidths: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 40.0, 60.0),
-          train_backbone: bool = True, amp: str = "none", unseen_embedding: str = "zero") -> StepOutput:
+          train_backbone: bool = True, amp: str = "none", unseen_embedding: str = "zero",
+          host_labels: torch.Tensor | None = None) -> StepOutput:
     """Step-1 losses (see the module docstring).
 
     Args:
@@ -178,6 +179,8 @@ def step1(parts: TrainedParts, image: torch.Tensor, labels: torch.Tensor, weight
         weights: the schedule's loss coefficients.
         train_backbone: False = the backbone is frozen (finetuning): features are computed
             without gradient and there is no backbone loss.
+        host_labels: the same labels on the CPU, when ``labels`` are on a GPU: the MMD loss
+            reads its run layout from them without waiting for the GPU.
     """
     model = parts.model
     labelled = labels != IGNORE_INDEX
@@ -215,7 +218,8 @@ def step1(parts: TrainedParts, image: torch.Tensor, labels: torch.Tensor, weight
             cls_real_b = sum(classification_loss(lg, lb) for (_, lg), lb in zip(frozen[:-1], per_grid)) / len(per_grid)
             loss_b = weights.lambda_B_KLD * context.kl.float() + weights.lambda_B_cls * cls_real_b
         gan_g = generator_gan_loss(fake_score_g, gan_type, full_mask)
-        mmd = mmd_loss(fake.float(), real_features[0].detach().float(), full_labels, bandwidths=mmd_bandwidths)
+        mmd_labels = full_labels if host_labels is None else resize_labels(host_labels, full_labels.shape[-2:])
+        mmd = mmd_loss(fake.float(), real_features[0].detach().float(), mmd_labels, bandwidths=mmd_bandwidths)
         loss_g = weights.lambda_G_GAN * gan_g + weights.lambda_G_Content * mmd
         if weights.lambda_G_cls > 0:
             loss_g = loss_g + weights.lambda_G_cls * classification_loss(fake_logits_g, full_labels)
