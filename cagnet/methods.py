@@ -6,8 +6,9 @@ ZS3Net, ZS3Net+ST, CaGNet and CaGNet+ST, and scores them on a split. The benchma
 split) and notebook 06 use it, so every method is trained the same way everywhere.
 
 Run folders live under ``runs_root`` and are named after what decides their weights: a short
-digest of the run's recipe (:func:`cagnet.train.engine.run_recipe`: the configuration without
-its runtime settings, with the seed and the schedules up to the run's own). A folder that
+digest of the run's recipe (CaGNet: :func:`cagnet.train.engine.run_recipe`, the configuration
+without its runtime settings, with the seed and the schedules up to the run's own; a baseline:
+:func:`cagnet.train.baselines.baseline_recipe`, the settings it reads). A folder that
 already holds the finished run of the same recipe is reused instead of trained again, so
 configurations that differ only in later schedules (e.g. two ``gen_unseen_rate`` values of
 ``mixed``) share their step-1 run, and an interrupted benchmark resumes at the next method::
@@ -229,18 +230,18 @@ class MethodRuns:
         return self.cagnet_model(CAGNET_SCHEDULES[method][-1])
 
     # ------------------------------------------------------------------ baselines
-    def _baseline_folder(self, name: str, schedule: str) -> tuple[Path, dict[str, Any]]:
-        from cagnet.train.engine import run_recipe
+    def _baseline_folder(self, name: str) -> tuple[Path, dict[str, Any]]:
+        from cagnet.train.baselines import baseline_recipe
 
-        recipe = {"method": name, "held_out": self.held_out, **run_recipe(to_dict(self.config), schedule)}
+        recipe = baseline_recipe(to_dict(self.config), name, self.held_out)
         return self.runs_root / f"{name}-{recipe_digest(recipe)}", recipe
 
-    def _baseline(self, key: str, name: str, schedule: str, build, train) -> torch.nn.Module:
+    def _baseline(self, key: str, name: str, build, train) -> torch.nn.Module:
         """A baseline model: loaded from its run folder when that holds the same recipe, else
         trained by ``train()`` and saved there."""
         if key in self.models:
             return self.models[key]
-        folder, recipe = self._baseline_folder(name, schedule)
+        folder, recipe = self._baseline_folder(name)
         model_path, recipe_path = folder / "model.pt", folder / "recipe.json"
         saved = None
         if model_path.is_file() and recipe_path.is_file():
@@ -264,20 +265,20 @@ class MethodRuns:
     def spnet(self) -> torch.nn.Module:
         from cagnet.train.baselines import build_spnet, train_spnet
 
-        return self._baseline("SPNet", "spnet", "step1", build_spnet,
+        return self._baseline("SPNet", "spnet", build_spnet,
                               lambda: train_spnet(self.config, seed=self.seed, held_out=self.held_out,
                                                   device=self.device))
 
     def zs3net(self) -> torch.nn.Module:
         from cagnet.train.baselines import build_zs3net, train_zs3net
 
-        return self._baseline("ZS3Net", "zs3net", "mixed", build_zs3net,
+        return self._baseline("ZS3Net", "zs3net", build_zs3net,
                               lambda: train_zs3net(self.config, seed=self.seed, device=self.device))
 
     def zs3net_st(self) -> torch.nn.Module:
         from cagnet.train.baselines import build_zs3net, self_train_zs3net
 
-        return self._baseline("ZS3Net+ST", "zs3net_st", "st_mixed", build_zs3net,
+        return self._baseline("ZS3Net+ST", "zs3net_st", build_zs3net,
                               lambda: self_train_zs3net(self.config, self.zs3net(), seed=self.seed,
                                                         device=self.device))
 
@@ -338,7 +339,7 @@ class MethodRuns:
             extra = {"seen_penalty": penalty, "calibration": calibration["calibration"],
                      "held_out_images": self.held_out, "oracle_penalty": calibration["oracle_penalty"],
                      "oracle_hiou": calibration["oracle_hiou"]}
-            folder, _ = self._baseline_folder("spnet", "step1")
+            folder, _ = self._baseline_folder("spnet")
             atomic_write_text(folder / "calibration.json", json.dumps(json_safe(calibration), indent=1))
         scores = self.evaluate(model, penalty)
         record = {**table_record(scores), **extra, "class_iou": list(scores["class_iou"]),

@@ -201,3 +201,25 @@ def test_a_non_finite_loss_is_a_one_line_error(tiny_config, monkeypatch):
     with pytest.raises(CagnetError, match="non-finite loss .* SPNet at iteration 1") as info:
         train_spnet(tiny_config, iterations=1)
     assert "\n" not in str(info.value)
+
+
+def test_baseline_recipes_hold_what_the_baselines_read():
+    from cagnet.config import to_dict
+    from cagnet.train.baselines import baseline_recipe
+
+    base = to_dict(load_train_config("tutorial"))
+    for name in ("spnet", "zs3net", "zs3net_st"):
+        recipe = baseline_recipe(base, name)
+        # CaGNet's own settings do not enter: changing them does not retrain a baseline
+        for override in ("model.semantic_norm=batch", "schedules.step1.losses.lambda_B_KLD=3",
+                         "schedules.mixed.interval_step1=7", "model.generator_widths=[8,8,8,8,8]",
+                         "runtime.num_threads=2", "data.preload=false"):
+            assert baseline_recipe(to_dict(load_train_config("tutorial", [override])), name) == recipe, override
+        # what the baselines read does
+        for override in ("schedules.step1.backbone_lr=0.5", "runtime.seed=5", "model.base_width=4",
+                         "pretrain.iterations=7", "data.crop_size=96"):
+            assert baseline_recipe(to_dict(load_train_config("tutorial", [override])), name) != recipe, override
+    mixed_only = to_dict(load_train_config("tutorial", ["schedules.mixed.gen_unseen_rate=30"]))
+    assert baseline_recipe(mixed_only, "spnet") == baseline_recipe(base, "spnet")
+    assert baseline_recipe(mixed_only, "zs3net") != baseline_recipe(base, "zs3net")
+    assert baseline_recipe(base, "spnet", held_out=3) != baseline_recipe(base, "spnet")

@@ -60,7 +60,7 @@ import copy
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -96,6 +96,42 @@ class BaselineBudget:
     st_segmentation: int
     st_generator: int
     st_classifier: int
+
+
+#: Schedules whose settings a baseline reads (the CaGNet schedules its phases follow).
+BASELINE_SCHEDULES: dict[str, tuple[str, ...]] = {"spnet": ("step1",), "zs3net": ("step1", "mixed"),
+                                                   "zs3net_st": ("step1", "mixed", "st", "st_mixed")}
+#: The fields of a schedule that the baselines read; loss weights, step intervals and the
+#: self-training embedding rule are CaGNet's own.
+_SCHEDULE_FIELDS = ("iterations", "init_model", "backbone_lr", "generator_lr", "discriminator_lr",
+                    "backbone_poly_every", "generator_decay", "discriminator_decay", "gen_unseen_rate", "top_p",
+                    "batch_size", "crop_size")
+#: The model fields the baselines read: the backbone's (the contextual module, the generator and
+#: the discriminator are CaGNet's own).
+_MODEL_FIELDS = ("backbone", "backbone_blocks", "base_width", "freeze_bn", "feature_dim", "aspp_dilations")
+
+
+def baseline_recipe(config_data: Mapping[str, Any], name: str, held_out: int = 0) -> dict[str, Any]:
+    """What decides the weights of baseline ``name`` (``spnet``, ``zs3net``, ``zs3net_st``), as
+    plain data: the seed, the data, optimiser and pretraining settings, the backbone's fields of
+    the model, the MMD bandwidths, the fields of :data:`BASELINE_SCHEDULES` it reads, and the
+    held-out image count. ``config_data`` is :func:`cagnet.config.to_dict` of a configuration.
+    CaGNet's own settings (its loss weights, contextual module, generator) do not enter, so a
+    change of them does not retrain the baselines."""
+    if name not in BASELINE_SCHEDULES:
+        raise ConfigError(f"unknown baseline {name!r} (known: {', '.join(BASELINE_SCHEDULES)})")
+    schedules = config_data.get("schedules") or {}
+    pretrain = config_data.get("pretrain")
+    return {
+        "method": name, "held_out": int(held_out), "seed": (config_data.get("runtime") or {}).get("seed"),
+        "data": {k: v for k, v in config_data["data"].items() if k != "preload"},
+        "model": {k: config_data["model"][k] for k in _MODEL_FIELDS},
+        "optim": config_data["optim"],
+        "mmd_bandwidths": config_data["losses"]["mmd_bandwidths"],
+        "pretrain": None if pretrain is None else {k: v for k, v in pretrain.items() if k != "cache_dir"},
+        "schedules": {s: {k: (schedules.get(s) or {}).get(k) for k in _SCHEDULE_FIELDS}
+                      for s in BASELINE_SCHEDULES[name]},
+    }
 
 
 def baseline_budget(config: TrainConfig, scale: float = 1.0) -> BaselineBudget:
