@@ -101,7 +101,7 @@ def test_prediction_label_ids_shares_and_overlay(predictor):
     assert png.mode == "P" and png.size == (41, 30)
     np.testing.assert_array_equal(np.asarray(png), ids)
     palette = np.asarray(png.getpalette()[:768], dtype=np.uint8).reshape(256, 3)
-    np.testing.assert_array_equal(palette[info.eval_ids], class_palette(5))
+    np.testing.assert_array_equal(palette[info.eval_ids], class_palette(info.eval_class_names))
 
 
 def test_image_formats_and_exif_orientation(predictor, tmp_path):
