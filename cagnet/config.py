@@ -208,7 +208,7 @@ class DataConfig:
     :class:`cagnet.data.SyntheticConfig` fields, ``{}`` = its defaults) the embedded benchmark
     is built at ``root`` first, or reused when an identical one is there; a ``root`` holding
     another dataset (a ``labels_refined.txt`` without the benchmark's ``benchmark.json``) is
-    read as it is (:func:`cagnet.train.data.builds_synthetic`).
+    read as it is (:func:`cagnet.train.loading.builds_synthetic`).
     ``test_size``: side of the square the test images are warped to (513 in the original;
     None = each image's own size). ``train_limit`` / ``test_limit``: use only the first N
     images of a split (quick runs). ``eval_split``: the split the training engine scores
@@ -218,7 +218,7 @@ class DataConfig:
     ``preload``: decode the training split once and keep its
     images on the training device, augmenting batches there (true); read and augment them in
     ``num_workers`` DataLoader processes (false); null = preload when the decoded images take
-    at most 1 GiB (:data:`cagnet.train.data.PRELOAD_LIMIT_BYTES`). The batches are the same.
+    at most 1 GiB (:data:`cagnet.train.batches.PRELOAD_LIMIT_BYTES`). The batches are the same.
     """
 
     root: str | None = None
