@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cagnet.data.datasets import DatasetInfo, SegmentationDataset
-from cagnet.data.transforms import TestTransform, resize_labels
+from cagnet.data.transforms import IGNORE_INDEX, TestTransform, resize_labels
 from cagnet.errors import ConfigError
 from cagnet.metrics import ConfusionMatrix, harmonic_mean
 from cagnet.runtime import autocast_context, flush_denormals
@@ -86,7 +86,7 @@ def calibrated_logits(logits: torch.Tensor, num_classes: int, *, seen_penalty: f
     return logits
 
 
-def images_with_unseen(dataset, num_seen: int, ignore_index: int = 255) -> list[int]:
+def images_with_unseen(dataset, num_seen: int, ignore_index: int = IGNORE_INDEX) -> list[int]:
     """Indices of the images of a scored split (evaluation labels) that show an unseen class
     (a label in ``num_seen`` .. ``ignore_index - 1``), in order: the images worth looking at
     for zero-shot predictions."""
@@ -409,7 +409,7 @@ def held_out_calibration(model: nn.Module, data: SegmentationDataset | torch.uti
                          info: DatasetInfo | None = None, penalties: Sequence[float] | None = None, *,
                          test_size: int | None = None, limit: int | None = None, batch_size: int = 1,
                          num_workers: int = 0, device: torch.device | str | None = None, amp: str = "none",
-                         grid_size: int = 41, ignore_index: int = 255, progress: bool = False) -> dict[str, Any]:
+                         grid_size: int = 41, ignore_index: int = IGNORE_INDEX, progress: bool = False) -> dict[str, Any]:
     """Select a seen penalty on images whose unseen pixels are ignored (no unseen-class labels).
 
     ``data`` holds labels in training form: seen classes 0..S-1, everything else

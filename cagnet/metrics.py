@@ -52,6 +52,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from cagnet.data.transforms import IGNORE_INDEX
 from cagnet.errors import MetricError
 
 __all__ = [
@@ -109,7 +110,7 @@ def _check_num_classes(num_classes: int) -> int:
 
 
 def confusion_matrix(target: torch.Tensor, pred: torch.Tensor, num_classes: int,
-                     ignore_index: int = 255) -> torch.Tensor:
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Confusion counts of one or more label maps.
 
     Args:
@@ -158,7 +159,7 @@ class ConfusionMatrix:
     where the predictions are (no per-batch copy to the host).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255,
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX,
                  device: torch.device | str | None = None) -> None:
         self.num_classes = _check_num_classes(num_classes)
         self.ignore_index = ignore_index

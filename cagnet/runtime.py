@@ -14,7 +14,7 @@ Two things decide how fast a CaGNet model trains on a CPU besides its size:
   ``runtime.num_threads: 1`` avoids that (:func:`torch_threads`).
 
 Besides: autocast for ``runtime.amp`` (:func:`autocast_context`), used alike by training and
-inference, and the seeding of the global random streams (:func:`seed_everything`).
+inference, and switched off where the losses need full precision (:func:`autocast_off`), and the seeding of the global random streams (:func:`seed_everything`).
 """
 from __future__ import annotations
 
@@ -84,6 +84,15 @@ def autocast_context(device: torch.device, amp: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def autocast_off(device: torch.device):
+    """Context that switches autocast off on ``device`` (a no-op where autocast is unsupported):
+    the losses compute in full precision whatever ``runtime.amp`` says."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # device type without autocast support
+        return contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:

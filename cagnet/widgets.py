@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cagnet import viz
+from cagnet.data.transforms import IGNORE_INDEX
 
 __all__ = ["explorer_view", "iou_summary_html", "mask_explorer"]
 
@@ -64,7 +65,7 @@ def _check_explorer_inputs(images: Sequence, labels: Sequence, predictions: Mapp
 def explorer_view(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                   predictions: Mapping[str, Sequence[np.ndarray]], class_names: Sequence[str], num_seen: int,
                   index: int = 0, method: str | None = None, visible_classes: Iterable[int] | None = None,
-                  alpha: float = 0.6, ignore_index: int = 255) -> tuple[Figure, str]:
+                  alpha: float = 0.6, ignore_index: int = IGNORE_INDEX) -> tuple[Figure, str]:
     """What :func:`mask_explorer` shows for one state of its controls.
 
     Image ``index`` with ``method``'s prediction (default: the first method):
@@ -95,7 +96,7 @@ def _png_bytes(figure: Figure, dpi: int) -> bytes:
 
 def mask_explorer(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                   predictions: Mapping[str, Sequence[np.ndarray]], class_names: Sequence[str], num_seen: int,
-                  alpha: float = 0.6, dpi: int = 90, ignore_index: int = 255):
+                  alpha: float = 0.6, dpi: int = 90, ignore_index: int = IGNORE_INDEX):
     """Browse test images and each method's predicted masks.
 
     ``images`` uint8 [H, W, 3]; ``labels`` and ``predictions[method][k]`` [H, W] evaluation

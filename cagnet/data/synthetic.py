@@ -65,6 +65,7 @@ from PIL import Image
 
 from cagnet.data.embeddings import GLOVE_DIM, glove_class_embeddings
 from cagnet.errors import ConfigError, DatasetError
+from cagnet.files import project_root
 
 FORMAT_NAME = "cagnet-synthetic"
 FORMAT_VERSION = 2
@@ -213,8 +214,6 @@ def default_data_root() -> Path:
     env = os.environ.get("CAGNET_DATA")
     if env:
         return Path(env).expanduser()
-    from cagnet.tutorial import project_root
-
     return project_root() / "data" / "synthetic"
 
 

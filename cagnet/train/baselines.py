@@ -67,9 +67,9 @@ from torch import nn
 
 from cagnet.config import ScheduleConfig, TrainConfig
 from cagnet.data.datasets import DatasetInfo, SegmentationDataset
-from cagnet.data.transforms import TestTransform, resize_labels
+from cagnet.data.transforms import IGNORE_INDEX, TestTransform, resize_labels
 from cagnet.errors import ConfigError, DatasetError
-from cagnet.losses import IGNORE_INDEX, classification_loss, mmd_loss
+from cagnet.losses import classification_loss, mmd_loss
 from cagnet.models.baselines import SPNet, ZS3Net
 from cagnet.models.cagnet import ModelConfig, model_config
 from cagnet.runtime import autocast_context, seed_everything, torch_threads

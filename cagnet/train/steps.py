@@ -49,10 +49,9 @@ import torch
 from torch import nn
 
 from cagnet.config import LossWeights
-from cagnet.data.transforms import resize_labels
+from cagnet.data.transforms import IGNORE_INDEX, resize_labels
 from cagnet.evaluate import predict_logits
-from cagnet.losses import (IGNORE_INDEX, classification_loss, discriminator_gan_loss, generator_gan_loss,
-                           mmd_loss)
+from cagnet.losses import classification_loss, discriminator_gan_loss, generator_gan_loss, mmd_loss
 from cagnet.runtime import autocast_context
 from cagnet.train.distributed import TrainedParts
 from cagnet.train.self_training import self_training_labels
