@@ -14,6 +14,7 @@ from cagnet.data.datasets import (
     EMBEDDING_KINDS,
     DatasetInfo,
     SegmentationDataset,
+    class_pixel_counts,
     image_ids,
     load_dataset_info,
     load_pair,
@@ -23,6 +24,7 @@ from cagnet.data.datasets import (
     split_folder,
 )
 from cagnet.data.embeddings import (
+    cosine_similarity,
     glove_class_embeddings,
     glove_vectors,
     l2_normalize_rows,
@@ -63,9 +65,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "EMBEDDING_KINDS", "DatasetInfo", "SegmentationDataset", "image_ids", "load_dataset_info", "load_pair",
+    "EMBEDDING_KINDS", "DatasetInfo", "SegmentationDataset", "class_pixel_counts", "image_ids", "load_dataset_info", "load_pair",
     "read_annotation", "read_image", "split_entries", "split_folder",
-    "glove_class_embeddings", "glove_vectors", "l2_normalize_rows", "load_word_vectors", "read_text_vectors",
+    "cosine_similarity", "glove_class_embeddings", "glove_vectors", "l2_normalize_rows", "load_word_vectors", "read_text_vectors",
     "split_class_name",
     "CAFFE_MEAN_RGB", "IGNORE_INDEX", "EvalTransform", "TestTransform", "TrainTransform",
     "denormalize_image", "normalize_image", "resize_labels",
