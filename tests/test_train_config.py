@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from cagnet.config import (PACKAGED_CONFIGS, SCHEDULE_NAMES, TrainConfig, load_train_config, to_dict,
-                           train_config_from_dict)
+from cagnet.config import PACKAGED_CONFIGS, SCHEDULE_NAMES, TrainConfig, load_train_config, train_config_from_dict
+from cagnet.config_io import to_dict
 from cagnet.errors import ConfigError
 
 

@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from cagnet.config import load_train_config, to_dict
+from cagnet.config import load_train_config
+from cagnet.config_io import to_dict
 from cagnet.errors import ConfigError
 from cagnet.train import runs
 from cagnet.train.engine import train

@@ -46,7 +46,8 @@ from typing import Any
 import torch
 import yaml
 
-from cagnet.config import TrainConfig, to_dict
+from cagnet.config import TrainConfig
+from cagnet.config_io import to_dict
 from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError
 from cagnet.models import check_input_normalization, load_checkpoint
 from cagnet.models.backbone import NOMINAL_INPUT_STD, stable_random_init

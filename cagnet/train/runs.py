@@ -26,7 +26,8 @@ from typing import Any, Mapping
 
 import torch
 
-from cagnet.config import SCHEDULE_NAMES, TrainConfig, to_dict
+from cagnet.config import SCHEDULE_NAMES, TrainConfig
+from cagnet.config_io import to_dict
 from cagnet.data.datasets import DatasetInfo
 from cagnet.data.transforms import IGNORE_INDEX
 from cagnet.errors import CheckpointError, ConfigError
@@ -108,7 +109,7 @@ def write_run_figures(folder: str | Path, model: torch.nn.Module, samples, info:
 def run_recipe(config_data: Mapping[str, Any], schedule: str) -> dict[str, Any]:
     """What decides the weights of a run of ``schedule``, as plain data.
 
-    ``config_data`` is a configuration as plain data (:func:`cagnet.config.to_dict` of a
+    ``config_data`` is a configuration as plain data (:func:`cagnet.config_io.to_dict` of a
     :class:`~cagnet.config.TrainConfig`, or the ``config`` of a training checkpoint). The
     recipe is that configuration without its ``runtime`` settings (device, threads, logging
     intervals: they do not change what is learnt) and without ``data.preload`` (the same batches
