@@ -355,6 +355,50 @@ class TrainConfig:
         return section
 
 
+#: Keys of a schedule section that only some schedules read, and those schedules: ``mixed`` and
+#: ``st_mixed`` alternate step-1 and step-2 iterations (the step-2 label prior and loss weights),
+#: ``st`` pseudo-labels ignored pixels; in any other schedule such a key is ignored.
+SCHEDULE_KEYS_READ_BY: dict[str, tuple[str, ...]] = {
+    "interval_step1": ("mixed", "st_mixed"),
+    "interval_step2": ("mixed", "st_mixed"),
+    "first": ("mixed", "st_mixed"),
+    "gen_unseen_rate": ("mixed", "st_mixed"),
+    "losses.lambda_D_cls_fake_transfer": ("mixed", "st_mixed"),
+    "losses.lambda_G_cls_transfer": ("mixed", "st_mixed"),
+    "top_p": ("st",),
+    "st_unseen_embedding": ("st",),
+}
+
+
+def unread_schedule_keys(config: TrainConfig) -> list[str]:
+    """One line per schedule key that its schedule does not read but that differs from the
+    default (so it would be ignored): the key, its value and the schedules that read it
+    (:data:`SCHEDULE_KEYS_READ_BY`). A key left at its default is never reported."""
+    defaults = ScheduleConfig(iterations=1)
+    found = []
+    for name in SCHEDULE_NAMES:
+        section = getattr(config.schedules, name)
+        if section is None:
+            continue
+        for key, readers in SCHEDULE_KEYS_READ_BY.items():
+            if name in readers:
+                continue
+            value, default = section, defaults
+            for part in key.split("."):
+                value, default = getattr(value, part), getattr(default, part)
+            if value != default:
+                found.append(f"schedules.{name}.{key}: {value!r} would be ignored: only "
+                             f"{' and '.join(readers)} read{'s' if len(readers) == 1 else ''} it (remove it)")
+    return found
+
+
+def check_unread_schedule_keys(config: TrainConfig) -> None:
+    """A :class:`ConfigError` naming the first key of :func:`unread_schedule_keys`, if any."""
+    found = unread_schedule_keys(config)
+    if found:
+        raise ConfigError(found[0])
+
+
 def train_config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
     """:class:`TrainConfig` from plain data; the ``model`` mapping may name a ``preset``."""
     if not isinstance(data, Mapping):
@@ -424,4 +468,5 @@ from cagnet.config_io import to_dict  # noqa: E402
 __all__ = ["SCHEDULE_NAMES", "PACKAGED_CONFIGS", "DataConfig", "LrMultipliers", "OptimConfig", "LossConfig",
            "LossWeights", "StepDecay", "ScheduleConfig", "SchedulesConfig", "RuntimeConfig", "PretrainConfig",
            "TrainConfig", "train_config_from_dict", "packaged_config_path", "resolve_config_source",
-           "load_train_config", "apply_overrides", "to_dict"]
+           "load_train_config", "SCHEDULE_KEYS_READ_BY", "unread_schedule_keys", "check_unread_schedule_keys",
+           "apply_overrides", "to_dict"]
