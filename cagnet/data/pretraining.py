@@ -3,7 +3,7 @@
 The original CaGNet (and every method of its comparison) starts from a DeepLabV2 backbone
 pretrained on ImageNet: the network already knows edges, textures and colours before it sees a
 segmentation label. The embedded benchmark has no such start, so this module draws the data of
-a pretraining stage (:mod:`cagnet.pretrain`) from the same scene generator as the benchmark
+a pretraining stage (:mod:`cagnet.pretrain`) from the same scene drawing as the benchmark
 (:mod:`cagnet.data.synthetic`: warped Voronoi regions, objects on top, per-region pattern
 orientation / period / tint, pixel noise), but with its own classes:
 
@@ -75,7 +75,7 @@ class PretrainingSceneConfig:
     """Size of the pretraining set.
 
     Attributes:
-        seed: image ``i`` uses the generator seeded by (seed, 7, i).
+        seed: image ``i`` uses the random stream seeded by (seed, 7, i).
         num_images: number of scenes.
         image_size: side of the square scenes (patterns scale as in the benchmark's 128 px images).
         regions: (min, max) "stuff" regions per scene; objects: (min, max) objects on top.

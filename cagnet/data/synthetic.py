@@ -43,7 +43,7 @@ classes of the same colour and its second half with those of the same pattern.
 
 Determinism
 -----------
-Every image has its own random generator seeded from ``(seed, split, index)``, so an image
+Every image has its own random stream seeded from ``(seed, split, index)``, so an image
 does not depend on the order or number of the others, and regenerating with the same
 configuration writes byte-identical files (``benchmark.json`` records a hash of them).
 """
@@ -134,7 +134,7 @@ class SyntheticConfig:
     """Size and appearance parameters of the synthetic benchmark.
 
     Attributes:
-        seed: base seed; image ``i`` of a split uses the generator seeded by (seed, split, i).
+        seed: base seed; image ``i`` of a split uses the random stream seeded by (seed, split, i).
         num_train, num_test: number of training / test images.
         num_validation: number of validation images: scenes drawn like the test scenes (every one
             shows a seen and an unseen class) from their own random stream, for choosing recipes

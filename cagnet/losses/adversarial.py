@@ -87,7 +87,7 @@ def generator_gan_loss(fake_prediction: torch.Tensor, kind: str = "lsgan",
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor,
                      mask: torch.Tensor | None = None,
                      weight: float = GRADIENT_PENALTY_WEIGHT,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     rng: torch.Generator | None = None) -> torch.Tensor:
     """WGAN-GP gradient penalty ``weight * mean((||grad critic(x_hat)||_2 - 1)^2)``.
 
     The critic acts on each pixel's feature vector (1x1 convolutions), so each pixel is one
@@ -101,13 +101,13 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor,
         real, fake: [N, C, H, W] features; ``fake`` is normally detached by the caller.
         mask: [N, H, W] bool, pixels that count; None = all.
         weight: the penalty coefficient lambda (10 in the original configs).
-        generator: optional random generator for the interpolation weights (on real's device).
+        rng: optional random stream (``torch.Generator`` on real's device) for the interpolation weights.
     """
     if real.shape != fake.shape:
         raise ValueError(f"gradient_penalty: real {tuple(real.shape)} and fake "
                          f"{tuple(fake.shape)} differ in shape")
     alpha_shape = (real.shape[0], 1, *real.shape[2:])
-    alpha = torch.rand(alpha_shape, device=real.device, dtype=real.dtype, generator=generator)
+    alpha = torch.rand(alpha_shape, device=real.device, dtype=real.dtype, generator=rng)
     interpolated = (alpha * real.detach() + (1.0 - alpha) * fake.detach()).requires_grad_(True)
     with torch.enable_grad():
         scores = critic(interpolated)

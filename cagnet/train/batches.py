@@ -3,7 +3,7 @@
 Exact resumption needs a data order that depends only on (seed, epoch, position), not on
 how often an iterator was created or on worker processes:
 
-* :class:`ResumableBatchSampler` shuffles each epoch with a generator seeded from
+* :class:`ResumableBatchSampler` shuffles each epoch with a random stream seeded from
   ``(seed, epoch)`` and shards it over processes like ``torch.utils.data.DistributedSampler``
   (process ``r`` of ``w`` takes positions ``r, r + w, ...``); the tail that does not fill a
   batch on every process is dropped, so all processes run the same number of iterations.
@@ -87,8 +87,8 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
     def epoch_keys(self, epoch: int) -> list[tuple[int, int]]:
         """This process's keys of ``epoch`` in order (whole batches only)."""
         if self.shuffle:
-            generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-            order = torch.randperm(self.size, generator=generator).tolist()
+            rng = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+            order = torch.randperm(self.size, generator=rng).tolist()
         else:
             order = list(range(self.size))
         used = self.batches_per_epoch * self.batch_size * self.world_size
@@ -105,8 +105,8 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
 
 
 class SeededAugmentation(torch.utils.data.Dataset):
-    """Wraps a :class:`SegmentationDataset` whose transform takes ``generator=``;
-    ``dataset[(index, seed)]`` draws the augmentation from a generator seeded with ``seed``."""
+    """Wraps a :class:`SegmentationDataset` whose transform takes ``rng=``;
+    ``dataset[(index, seed)]`` draws the augmentation from a random stream seeded with ``seed``."""
 
     def __init__(self, dataset: SegmentationDataset) -> None:
         self.dataset = dataset
@@ -117,8 +117,8 @@ class SeededAugmentation(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict:
         index, seed = key
         image, raw_label = self.dataset.raw_sample(index)
-        generator = torch.Generator().manual_seed(int(seed))
-        image_t, label_t = self.dataset.transform(image, self.dataset.lut[raw_label], generator=generator)
+        rng = torch.Generator().manual_seed(int(seed))
+        image_t, label_t = self.dataset.transform(image, self.dataset.lut[raw_label], rng=rng)
         return {"image": image_t, "label": label_t, "id": self.dataset.entries[index][1]}
 
 
@@ -219,7 +219,7 @@ class PreloadedTrainingSet:
         """``{"image": float [N, 3, h, w] on the device, "label": int64 [N, h, w] on the CPU,
         "id": [N] ids}`` for ``(index, augmentation seed)`` keys."""
         transform = self.transform
-        draws = [transform.draw(*self.sizes[index], generator=torch.Generator().manual_seed(int(seed)))
+        draws = [transform.draw(*self.sizes[index], rng=torch.Generator().manual_seed(int(seed)))
                  for index, seed in keys]
         labels = torch.stack([transform.apply_label(self.labels[index].long(), draw)
                               for (index, _), draw in zip(keys, draws)])
