@@ -7,6 +7,8 @@ Modules
 ``transforms``   training augmentation / evaluation transform, ``resize_labels``
 ``embeddings``   GloVe vectors, the original word-vector files (``load_word_vectors``)
 ``synthetic``    the small embedded benchmark (``build_synthetic_benchmark``)
+``scenes``       drawing of its scenes: warped regions, objects, patterns
+``pretraining``  scenes of other colours and patterns for pretraining the backbone
 ``check``        ``check_dataset``: every problem of a dataset folder
 ``embed``        ``embed_class_names``: ``word_vectors/glove.npy`` of a dataset's own class names
 """
