@@ -157,7 +157,7 @@ def plot_feature_projection(points: np.ndarray, class_ids: np.ndarray, generated
                             title: str = "Real and generated pixel features") -> Figure:
     """2-D scatter of real and generated features, one colour per class.
 
-    ``points`` [N, 2] (e.g. :meth:`PCAProjection.transform`), ``class_ids`` [N] indices into
+    ``points`` [N, 2] (e.g. :meth:`cagnet.analysis.PCAProjection.transform`), ``class_ids`` [N] indices into
     ``class_names``, ``generated`` [N] bool (True = generated). Real features are dots,
     generated ones crosses; each class's real mean is a large circle and its generated mean a
     large star, both edged in black, so the distance between them is visible. With ``unseen``
