@@ -11,6 +11,7 @@ Modules
 ``checkpoint``      atomic, safely loadable training checkpoints with RNG states
 ``distributed``     process group, devices, DistributedDataParallel wrapping
 ``self_training``   the self-training label construction
+``baselines``       training of the comparison methods SPNet, ZS3Net and ZS3Net+ST
 """
 from cagnet.train.self_training import self_training_labels
 

@@ -5,7 +5,9 @@ Pure functions: they return a matplotlib ``Figure`` or a numpy array and never c
 figure (:func:`class_palette`); label maps mark ignored pixels with ``ignore_index``
 (:data:`cagnet.data.IGNORE_INDEX`), drawn in :data:`IGNORE_COLOUR`.
 
-Modules (every figure is also a name of this package: ``viz.plot_samples(...)``)
+Every figure is a name of this package (``viz.plot_samples(...)``), drawn by one of its modules:
+
+Modules
 -------
 ``masks``        the class palette, label maps as colours, overlays on images
 ``legends``      class legends that fit their figure, unseen classes marked
