@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cagnet.losses import IGNORE_INDEX, mmd_loss, mmd_loss_loop
+from cagnet.data import IGNORE_INDEX
+from cagnet.losses import mmd_loss, mmd_loss_loop
 
 BATCH, CHANNELS, GRID = 8, 600, 46
 NUM_CLASSES = 16

@@ -48,7 +48,8 @@ def run_case(case: str, device: str, amp: str, iterations: int, warmup: int, blo
     import torch
 
     from cagnet.config import load_train_config
-    from cagnet.train.engine import read_jsonl, train
+    from cagnet.train.engine import train
+    from cagnet.train.runs import read_jsonl
 
     overrides = [f"schedules.step1.iterations={iterations}", "runtime.eval_interval=0",
                  "runtime.checkpoint_interval=0", "runtime.sample_images=0", "data.test_limit=1",

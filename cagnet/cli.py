@@ -241,7 +241,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from cagnet.config import load_train_config, to_dict
+    from cagnet.config import load_train_config
+    from cagnet.config_io import to_dict
     from cagnet.evaluate import evaluate_checkpoint
     from cagnet.metrics import format_scores
 

@@ -1,191 +1,20 @@
-"""Typed configuration: dataclasses loaded from YAML and validated at load.
-
-A configuration is a tree of dataclasses. :func:`from_dict` builds one from plain data
-(as read from YAML) and rejects unknown or misspelt keys and values of the wrong type with
-a :class:`~cagnet.errors.ConfigError` that names the key (``train.iterations: expected int,
-got 'many'``). :func:`apply_overrides` applies ``key.sub=value`` strings from the command
-line to such a tree, with the same checks.
-
-The second half of the module is the schema of the training configuration
-(:class:`TrainConfig`: data, model, optim, losses, schedules, runtime) and its loader
-:func:`load_train_config` (a packaged config by name, or a YAML file, plus overrides).
+"""The training configuration: its schema (:class:`TrainConfig`: data, model, optim, losses,
+schedules, runtime, pretrain), its checks, the packaged configurations and their loader
+:func:`load_train_config` (a packaged config by name, or a YAML file, plus ``key=value``
+overrides). Building dataclasses from YAML, with errors that name the key, is
+:mod:`cagnet.config_io`.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
-from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, TypeVar
+from pathlib import Path
+from typing import Any, Literal, Mapping
 
-import yaml
-
+from cagnet.config_io import apply_overrides, from_dict, read_yaml
 from cagnet.errors import ConfigError
 from cagnet.models.cagnet import ModelConfig
 
-T = TypeVar("T")
-
-
-def _suggest(key: str, choices) -> str:
-    close = difflib.get_close_matches(key, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _convert(value: Any, annotation: Any, where: str) -> Any:
-    """Check/convert one value against a field annotation (resolved type)."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if annotation is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, option, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not match {annotation}")
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(annotation, value, where)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        converted = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(converted) if origin is tuple else converted
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        key_type, value_type = args or (Any, Any)
-        return {_convert(k, key_type, where): _convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-4 (without a dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    if isinstance(annotation, type) and not isinstance(value, annotation):
-        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
-    return value
-
-
-def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types are errors.
-
-    Missing keys take the dataclass defaults. Nested dataclass fields accept mappings.
-    A dataclass may define ``validate(self)`` raising ConfigError for cross-field checks.
-    """
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        key = unknown[0]
-        full = f"{where}.{key}" if where else str(key)
-        raise ConfigError(f"unknown config key {full!r}{_suggest(str(key), fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _convert(value, hints[name], f"{where}.{name}" if where else name)
-    try:
-        obj = cls(**kwargs)
-    except TypeError as err:  # a required field without default is missing
-        raise ConfigError(f"{where or cls.__name__}: {err}") from None
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
-    return obj
-
-
-def to_dict(obj: Any) -> Any:
-    """Plain data (dicts, lists, scalars) of a dataclass tree, e.g. to write it as YAML/JSON."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``'train.iterations=200'`` -> (['train', 'iterations'], 200); the value is read as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value")
-    key, raw = text.split("=", 1)
-    path = [part for part in key.strip().split(".") if part]
-    if not path:
-        raise ConfigError(f"override {text!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return path, value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` overrides to plain config data (before :func:`from_dict`)."""
-    for text in overrides:
-        path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is not a section")
-        node[path[-1]] = value
-    return data
-
-
-def read_yaml(path: str | Path) -> dict:
-    """A YAML mapping from a file; a one-line ConfigError naming the file otherwise."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{at}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
-
-
-# ============================================================================================
-# Training configuration schema
-# ============================================================================================
 #: Training schedules, in the order the original runs them.
 SCHEDULE_NAMES: tuple[str, ...] = ("step1", "mixed", "st", "st_mixed")
 #: Packaged configurations (``cagnet/configs/<name>.yaml``).
@@ -208,7 +37,7 @@ class DataConfig:
     :class:`cagnet.data.SyntheticConfig` fields, ``{}`` = its defaults) the embedded benchmark
     is built at ``root`` first, or reused when an identical one is there; a ``root`` holding
     another dataset (a ``labels_refined.txt`` without the benchmark's ``benchmark.json``) is
-    read as it is (:func:`cagnet.train.data.builds_synthetic`).
+    read as it is (:func:`cagnet.train.loading.builds_synthetic`).
     ``test_size``: side of the square the test images are warped to (513 in the original;
     None = each image's own size). ``train_limit`` / ``test_limit``: use only the first N
     images of a split (quick runs). ``eval_split``: the split the training engine scores
@@ -218,7 +47,7 @@ class DataConfig:
     ``preload``: decode the training split once and keep its
     images on the training device, augmenting batches there (true); read and augment them in
     ``num_workers`` DataLoader processes (false); null = preload when the decoded images take
-    at most 1 GiB (:data:`cagnet.train.data.PRELOAD_LIMIT_BYTES`). The batches are the same.
+    at most 1 GiB (:data:`cagnet.train.batches.PRELOAD_LIMIT_BYTES`). The batches are the same.
     """
 
     root: str | None = None
@@ -526,6 +355,50 @@ class TrainConfig:
         return section
 
 
+#: Keys of a schedule section that only some schedules read, and those schedules: ``mixed`` and
+#: ``st_mixed`` alternate step-1 and step-2 iterations (the step-2 label prior and loss weights),
+#: ``st`` pseudo-labels ignored pixels; in any other schedule such a key is ignored.
+SCHEDULE_KEYS_READ_BY: dict[str, tuple[str, ...]] = {
+    "interval_step1": ("mixed", "st_mixed"),
+    "interval_step2": ("mixed", "st_mixed"),
+    "first": ("mixed", "st_mixed"),
+    "gen_unseen_rate": ("mixed", "st_mixed"),
+    "losses.lambda_D_cls_fake_transfer": ("mixed", "st_mixed"),
+    "losses.lambda_G_cls_transfer": ("mixed", "st_mixed"),
+    "top_p": ("st",),
+    "st_unseen_embedding": ("st",),
+}
+
+
+def unread_schedule_keys(config: TrainConfig) -> list[str]:
+    """One line per schedule key that its schedule does not read but that differs from the
+    default (so it would be ignored): the key, its value and the schedules that read it
+    (:data:`SCHEDULE_KEYS_READ_BY`). A key left at its default is never reported."""
+    defaults = ScheduleConfig(iterations=1)
+    found = []
+    for name in SCHEDULE_NAMES:
+        section = getattr(config.schedules, name)
+        if section is None:
+            continue
+        for key, readers in SCHEDULE_KEYS_READ_BY.items():
+            if name in readers:
+                continue
+            value, default = section, defaults
+            for part in key.split("."):
+                value, default = getattr(value, part), getattr(default, part)
+            if value != default:
+                found.append(f"schedules.{name}.{key}: {value!r} would be ignored: only "
+                             f"{' and '.join(readers)} read{'s' if len(readers) == 1 else ''} it (remove it)")
+    return found
+
+
+def check_unread_schedule_keys(config: TrainConfig) -> None:
+    """A :class:`ConfigError` naming the first key of :func:`unread_schedule_keys`, if any."""
+    found = unread_schedule_keys(config)
+    if found:
+        raise ConfigError(found[0])
+
+
 def train_config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
     """:class:`TrainConfig` from plain data; the ``model`` mapping may name a ``preset``."""
     if not isinstance(data, Mapping):
@@ -586,3 +459,14 @@ def load_train_config(source: str | Path | Mapping[str, Any], overrides: list[st
     data.setdefault("name", default_name)
     apply_overrides(data, list(overrides))
     return train_config_from_dict(data)
+
+
+# Compatibility: code outside the package (cagnet.methods, cagnet.pretrain) still imports these
+# from here; import them from cagnet.config_io.
+from cagnet.config_io import to_dict  # noqa: E402
+
+__all__ = ["SCHEDULE_NAMES", "PACKAGED_CONFIGS", "DataConfig", "LrMultipliers", "OptimConfig", "LossConfig",
+           "LossWeights", "StepDecay", "ScheduleConfig", "SchedulesConfig", "RuntimeConfig", "PretrainConfig",
+           "TrainConfig", "train_config_from_dict", "packaged_config_path", "resolve_config_source",
+           "load_train_config", "SCHEDULE_KEYS_READ_BY", "unread_schedule_keys", "check_unread_schedule_keys",
+           "apply_overrides", "to_dict"]

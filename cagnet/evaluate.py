@@ -48,18 +48,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cagnet.data.datasets import DatasetInfo, SegmentationDataset
-from cagnet.data.transforms import TestTransform, resize_labels
+from cagnet.data.transforms import IGNORE_INDEX, TestTransform, resize_labels
 from cagnet.errors import ConfigError
 from cagnet.metrics import ConfusionMatrix, harmonic_mean
-from cagnet.runtime import flush_denormals
+from cagnet.runtime import autocast_context, flush_denormals
 
 PROTOCOLS: tuple[str, ...] = ("original", "full")
-
-
-def _autocast(device: torch.device, amp: str):
-    from cagnet.train.steps import autocast_context
-
-    return autocast_context(device, amp)
 
 
 @torch.no_grad()
@@ -68,7 +62,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, amp: str = "none") ->
     was_training = model.training
     model.eval()
     try:
-        with _autocast(images.device, amp):
+        with autocast_context(images.device, amp):
             logits = model(images)
     finally:
         model.train(was_training)
@@ -92,7 +86,7 @@ def calibrated_logits(logits: torch.Tensor, num_classes: int, *, seen_penalty: f
     return logits
 
 
-def images_with_unseen(dataset, num_seen: int, ignore_index: int = 255) -> list[int]:
+def images_with_unseen(dataset, num_seen: int, ignore_index: int = IGNORE_INDEX) -> list[int]:
     """Indices of the images of a scored split (evaluation labels) that show an unseen class
     (a label in ``num_seen`` .. ``ignore_index - 1``), in order: the images worth looking at
     for zero-shot predictions."""
@@ -415,7 +409,7 @@ def held_out_calibration(model: nn.Module, data: SegmentationDataset | torch.uti
                          info: DatasetInfo | None = None, penalties: Sequence[float] | None = None, *,
                          test_size: int | None = None, limit: int | None = None, batch_size: int = 1,
                          num_workers: int = 0, device: torch.device | str | None = None, amp: str = "none",
-                         grid_size: int = 41, ignore_index: int = 255, progress: bool = False) -> dict[str, Any]:
+                         grid_size: int = 41, ignore_index: int = IGNORE_INDEX, progress: bool = False) -> dict[str, Any]:
     """Select a seen penalty on images whose unseen pixels are ignored (no unseen-class labels).
 
     ``data`` holds labels in training form: seen classes 0..S-1, everything else
@@ -476,19 +470,18 @@ def load_model(config, checkpoint: str, progress: bool = False):
     report, device)``.
 
     Builds the model for the config's dataset (classes and embeddings from
-    :func:`cagnet.train.data.prepare_dataset`), loads ``checkpoint`` with
+    :func:`cagnet.train.loading.prepare_dataset`), loads ``checkpoint`` with
     :func:`cagnet.models.load_checkpoint` (any layout it reads: a run's ``checkpoint.pt``, an
     original-layout ``.pth``, ...), checks that the weights were trained on the config's input
     normalisation (:func:`cagnet.models.check_input_normalization`) and moves the model to
     ``runtime.device``. ``evaluate`` and ``predict`` load their models through here.
     """
-    from cagnet.models import build_cagnet, check_input_normalization, load_checkpoint
-    from cagnet.train.data import class_embedding_table, prepare_dataset
+    from cagnet.models import check_input_normalization, load_checkpoint
     from cagnet.train.distributed import resolve_device
+    from cagnet.train.loading import build_model, prepare_dataset
 
     info = prepare_dataset(config, progress=progress)
-    table = class_embedding_table(config, info)
-    model = build_cagnet(config.model, class_embeddings=table, num_seen=info.num_seen, num_unseen=info.num_unseen)
+    model = build_model(config, info)
     report = load_checkpoint(model, checkpoint)
     check_input_normalization(report, config.data.normalization)
     device = resolve_device(config.runtime.device)
@@ -504,7 +497,7 @@ def evaluate_checkpoint(config, checkpoint: str, protocol: str = "original", pro
     """Build the config's model, load ``checkpoint`` (:func:`load_model`) and evaluate it on the
     config's ``split`` (``test`` or ``validation``). Returns the scores plus ``checkpoint``,
     ``split`` and ``load_report``."""
-    from cagnet.train.data import evaluation_dataset
+    from cagnet.train.loading import evaluation_dataset
 
     _check_protocol(protocol)
     model, info, report, device = load_model(config, checkpoint, progress=progress)

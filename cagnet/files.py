@@ -5,7 +5,8 @@ half-written one.
 :func:`atomic_write` writes into a temporary file in the target's folder and renames it onto
 the target (``os.replace``, atomic on one file system): a reader, or a crash, sees either the
 old file or the complete new one. :func:`refuse_existing` is the shared "nothing is overwritten
-without ``--force``" check of the commands that write files.
+without ``--force``" check of the commands that write files. :func:`project_root` is where
+the project keeps its generated data (``data/``) and runs (``runs/``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
 from cagnet.errors import CagnetError
+
+
+def project_root() -> Path:
+    """The source checkout holding the package (the folder with ``pyproject.toml`` next to
+    ``cagnet/``), else the working directory (an installed package)."""
+    parent = Path(__file__).resolve().parents[1]
+    if (parent / "pyproject.toml").is_file() and (parent / "cagnet").is_dir():
+        return parent
+    return Path.cwd()
 
 
 def read_text(path: str | os.PathLike, what: str, error: type[CagnetError] = CagnetError) -> str:

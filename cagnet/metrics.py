@@ -1,7 +1,8 @@
 """Segmentation scores for generalized zero-shot (GZSL) evaluation.
 
 Pipeline: label maps -> :func:`confusion_matrix` (or the streaming :class:`ConfusionMatrix`
-over an evaluation loop) -> :func:`gzsl_scores` -> :func:`format_scores` for logs.
+over an evaluation loop) -> :func:`gzsl_scores` -> :func:`format_scores` for logs;
+:func:`per_image_iou` scores one image.
 
 Confusion matrix layout
 -----------------------
@@ -50,8 +51,10 @@ import math
 import operator
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
+from cagnet.data.transforms import IGNORE_INDEX
 from cagnet.errors import MetricError
 
 __all__ = [
@@ -62,6 +65,7 @@ __all__ = [
     "gzsl_scores",
     "harmonic_mean",
     "format_scores",
+    "per_image_iou",
 ]
 
 
@@ -109,7 +113,7 @@ def _check_num_classes(num_classes: int) -> int:
 
 
 def confusion_matrix(target: torch.Tensor, pred: torch.Tensor, num_classes: int,
-                     ignore_index: int = 255) -> torch.Tensor:
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Confusion counts of one or more label maps.
 
     Args:
@@ -158,7 +162,7 @@ class ConfusionMatrix:
     where the predictions are (no per-batch copy to the host).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255,
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX,
                  device: torch.device | str | None = None) -> None:
         self.num_classes = _check_num_classes(num_classes)
         self.ignore_index = ignore_index
@@ -291,6 +295,35 @@ def gzsl_scores(confusion: torch.Tensor, seen: Sequence[int], unseen: Sequence[i
 
 
 _TABLE_ROWS = (("pixel acc", "pixel_acc"), ("mean acc", "mean_acc"), ("fw IoU", "fwiou"), ("mean IoU", "miou"))
+
+
+def _int64_labels(values) -> torch.Tensor:
+    """int64 CPU tensor of a label map: an array-like or a (CPU or device) torch tensor."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return torch.as_tensor(np.asarray(values).astype(np.int64))
+
+
+def per_image_iou(label: np.ndarray, prediction: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX,
+                  num_seen: int | None = None) -> dict:
+    """IoU of each class on one image, from :func:`gzsl_scores` of its confusion.
+
+    ``label`` / ``prediction``: [H, W] evaluation indices (``ignore_index`` pixels of the label
+    are not counted). Returns a dict with ``class_iou`` (float64 [num_classes], NaN for a class
+    absent from both the labelled ground truth and the prediction), ``classes`` (the ids whose
+    IoU is defined) and ``miou`` (their mean); with ``num_seen`` also ``seen_miou``,
+    ``unseen_miou`` and ``hiou`` (classes ``num_seen..num_classes-1`` are unseen). Fractions.
+    """
+    target, predicted = _int64_labels(label), _int64_labels(prediction)
+    confusion = confusion_matrix(target, predicted, num_classes, ignore_index)
+    split = num_classes if num_seen is None else num_seen
+    scores = gzsl_scores(confusion, list(range(split)), list(range(split, num_classes)))
+    class_iou = np.asarray(scores["class_iou"], dtype=np.float64)
+    result = {"class_iou": class_iou, "classes": [int(i) for i in np.flatnonzero(~np.isnan(class_iou))],
+              "miou": scores["miou"]}
+    if num_seen is not None:
+        result.update({key: scores[key] for key in ("seen_miou", "unseen_miou", "hiou")})
+    return result
 
 
 def _percent(scores: Mapping[str, Any], key: str) -> str:

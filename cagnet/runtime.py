@@ -1,4 +1,4 @@
-"""Arithmetic and device settings shared by training, evaluation and the benchmark.
+"""Arithmetic, device and random-number settings shared by training, evaluation and the benchmark.
 
 Two things decide how fast a CaGNet model trains on a CPU besides its size:
 
@@ -12,12 +12,17 @@ Two things decide how fast a CaGNet model trains on a CPU besides its size:
 * **Thread count.** On a shared 2-core machine, torch's default of one thread per core
   slows down about tenfold when another busy process competes for the cores;
   ``runtime.num_threads: 1`` avoids that (:func:`torch_threads`).
+
+Besides: autocast for ``runtime.amp`` (:func:`autocast_context`), used alike by training and
+inference, and switched off where the losses need full precision (:func:`autocast_off`), and the seeding of the global random streams (:func:`seed_everything`).
 """
 from __future__ import annotations
 
 import contextlib
+import random
 from typing import Iterator
 
+import numpy as np
 import torch
 
 
@@ -71,3 +76,27 @@ def copy_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
             tensor = tensor.pin_memory()
         return tensor.to(device, non_blocking=True)
     return tensor.to(device)
+
+
+def autocast_context(device: torch.device, amp: str):
+    """Autocast for ``amp`` in (``bf16``, ``fp16``); a no-op context for ``none``."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def autocast_off(device: torch.device):
+    """Context that switches autocast off on ``device`` (a no-op where autocast is unsupported):
+    the losses compute in full precision whatever ``runtime.amp`` says."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # device type without autocast support
+        return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global random streams with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)

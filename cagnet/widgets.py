@@ -16,6 +16,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cagnet import viz
+from cagnet.data.transforms import IGNORE_INDEX
+from cagnet.metrics import per_image_iou
+from cagnet.viz.legends import legend_label
 
 __all__ = ["explorer_view", "iou_summary_html", "mask_explorer"]
 
@@ -26,7 +29,7 @@ def _percent(value: float) -> str:
 
 def iou_summary_html(scores: Mapping, class_names: Sequence[str], num_seen: int,
                      visible_classes: Iterable[int] | None = None, title: str | None = None) -> str:
-    """The per-image scores of :func:`cagnet.viz.per_image_iou` (called with ``num_seen``) as HTML.
+    """The per-image scores of :func:`cagnet.metrics.per_image_iou` (called with ``num_seen``) as HTML.
 
     One line with the image's mIoU, seen / unseen mIoU and hIoU (%), then a table of the IoU
     of each class present in the ground truth or the prediction; unseen classes read
@@ -64,13 +67,13 @@ def _check_explorer_inputs(images: Sequence, labels: Sequence, predictions: Mapp
 def explorer_view(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                   predictions: Mapping[str, Sequence[np.ndarray]], class_names: Sequence[str], num_seen: int,
                   index: int = 0, method: str | None = None, visible_classes: Iterable[int] | None = None,
-                  alpha: float = 0.6, ignore_index: int = 255) -> tuple[Figure, str]:
+                  alpha: float = 0.6, ignore_index: int = IGNORE_INDEX) -> tuple[Figure, str]:
     """What :func:`mask_explorer` shows for one state of its controls.
 
     Image ``index`` with ``method``'s prediction (default: the first method):
     :func:`cagnet.viz.plot_method_panels` (image | ground truth | prediction, overlays with
     opacity ``alpha``, only ``visible_classes`` coloured) and :func:`iou_summary_html` of
-    :func:`cagnet.viz.per_image_iou`. Returns ``(figure, html)``.
+    :func:`cagnet.metrics.per_image_iou`. Returns ``(figure, html)``.
     """
     _check_explorer_inputs(images, labels, predictions)
     method = next(iter(predictions)) if method is None else method
@@ -82,7 +85,7 @@ def explorer_view(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     label, prediction = labels[index], predictions[method][index]
     figure = viz.plot_method_panels(images[index], label, {method: prediction}, class_names, num_seen,
                                     alpha=alpha, visible_classes=visible, ignore_index=ignore_index)
-    scores = viz.per_image_iou(label, prediction, len(class_names), ignore_index, num_seen)
+    scores = per_image_iou(label, prediction, len(class_names), ignore_index, num_seen)
     summary = iou_summary_html(scores, class_names, num_seen, visible, title=f"image {index}: {method}")
     return figure, summary
 
@@ -95,7 +98,7 @@ def _png_bytes(figure: Figure, dpi: int) -> bytes:
 
 def mask_explorer(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                   predictions: Mapping[str, Sequence[np.ndarray]], class_names: Sequence[str], num_seen: int,
-                  alpha: float = 0.6, dpi: int = 90, ignore_index: int = 255):
+                  alpha: float = 0.6, dpi: int = 90, ignore_index: int = IGNORE_INDEX):
     """Browse test images and each method's predicted masks.
 
     ``images`` uint8 [H, W, 3]; ``labels`` and ``predictions[method][k]`` [H, W] evaluation
@@ -116,7 +119,7 @@ def mask_explorer(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     method_dropdown = widgets.Dropdown(options=list(predictions), description="method")
     opacity_slider = widgets.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="opacity",
                                          continuous_update=False, readout_format=".2f")
-    class_options = [(viz._legend_label(name, i >= num_seen), i) for i, name in enumerate(class_names)]
+    class_options = [(legend_label(name, i >= num_seen), i) for i, name in enumerate(class_names)]
     class_select = widgets.SelectMultiple(options=class_options, value=tuple(range(len(class_names))),
                                           rows=min(len(class_names), 12), description="classes")
     # the figure keeps its aspect ratio (a stretched flex item would distort it) and shrinks to

@@ -11,6 +11,7 @@ from PIL import Image
 
 from cagnet.data.datasets import (
     SegmentationDataset,
+    class_pixel_counts,
     image_ids,
     load_dataset_info,
     split_entries,
@@ -270,3 +271,10 @@ def test_empty_split_folder(fake_root):
     with pytest.raises(DatasetError, match="no .png annotations") as info:
         SegmentationDataset(fake_root, "test")
     assert str(fake_root / "annotations" / "val") in str(info.value)
+
+
+def test_class_pixel_counts_skip_ignored_and_unknown_ids():
+    masks = [np.array([[0, 1, 255], [4, 1, 7]], dtype=np.uint8), np.array([[4, 4]], dtype=np.uint8)]
+    np.testing.assert_array_equal(class_pixel_counts(masks, 5), [1, 2, 0, 0, 3])   # 255 and 7 not counted
+    np.testing.assert_array_equal(class_pixel_counts(masks, 5, ignore_index=4), [1, 2, 0, 0, 0])
+    assert class_pixel_counts([], 3).tolist() == [0, 0, 0]

@@ -7,7 +7,6 @@ import torch
 
 from cagnet.data.datasets import DatasetInfo
 from cagnet.diagnostics import context_diagnostics
-from cagnet.losses import kl_divergence
 from cagnet.models import build_cagnet
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

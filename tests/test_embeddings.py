@@ -1,4 +1,5 @@
-"""Tests of cagnet.data.embeddings.load_word_vectors (restricted unpickling) on real and crafted files."""
+"""Tests of cagnet.data.embeddings: load_word_vectors (restricted unpickling) on real and crafted files,
+cosine similarities of class embeddings."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from cagnet.data.embeddings import load_word_vectors
+from cagnet.data.embeddings import cosine_similarity, load_word_vectors
 from cagnet.errors import EmbeddingError
 
 
@@ -123,3 +124,13 @@ def test_missing_and_unknown_files(tmp_path):
     (tmp_path / "vectors.txt").write_text("1 2 3")
     with pytest.raises(EmbeddingError, match="unsupported"):
         load_word_vectors(tmp_path / "vectors.txt")
+
+
+def test_cosine_similarity_of_rows():
+    emb = np.array([[1.0, 0.0], [3.0, 3.0], [0.0, -2.0], [0.0, 0.0]])
+    similarity = cosine_similarity(emb)
+    np.testing.assert_allclose(similarity[:3, :3], [[1.0, 0.5 ** 0.5, 0.0], [0.5 ** 0.5, 1.0, -(0.5 ** 0.5)],
+                                                    [0.0, -(0.5 ** 0.5), 1.0]], atol=1e-12)
+    np.testing.assert_array_equal(similarity[3], 0.0)           # a zero row is similar to nothing
+    rows = np.random.default_rng(0).normal(size=(4, 6))
+    np.testing.assert_allclose(cosine_similarity(rows), cosine_similarity(rows).T)

@@ -180,13 +180,13 @@ def test_mmd_buckets_of_many_run_lengths_equal_the_loop():
 def test_mmd_gpu_tiling_and_channels_last_features(monkeypatch):
     """The tiling a GPU uses (coarse buckets, whole buckets per block) and channels-last
     features (gathered as pixel rows) give the same value and gradients, here on the CPU."""
-    from cagnet import losses
+    from cagnet.losses import mmd
 
     predict, target, generator = _features(9, (2, 5, 6, 7), dtype=torch.float64)
     labels = _layout("with_ignored", (2, 6, 7), generator)
     p, t = predict.clone().requires_grad_(True), target.clone().requires_grad_(True)
     mmd_loss_loop(p, t, labels).backward()
-    monkeypatch.setitem(losses.MMD_TILING, "cpu", losses.MMD_TILING["cuda"])
+    monkeypatch.setitem(mmd.MMD_TILING, "cpu", mmd.MMD_TILING["cuda"])
     q = predict.contiguous(memory_format=torch.channels_last).requires_grad_(True)
     s = target.clone().requires_grad_(True)
     value = mmd_loss(q, s, labels)
@@ -200,7 +200,7 @@ def test_mmd_gpu_tiling_and_channels_last_features(monkeypatch):
 def test_mmd_kernel_sum_equals_one_expm1_per_bandwidth(bandwidths):
     """One expm1 and products (integer multiples of one coefficient, the original's bandwidths)
     or one expm1 per bandwidth (others): the same kernel sums and derivatives."""
-    from cagnet.losses import _KernelSum
+    from cagnet.losses.mmd import _KernelSum
 
     kernel = _KernelSum(bandwidths)
     assert (kernel.counts is not None) == (bandwidths != (0.7, 3.3))

@@ -17,6 +17,7 @@ from cagnet.metrics import (
     format_scores,
     gzsl_scores,
     harmonic_mean,
+    per_image_iou,
 )
 
 SCORE_KEYS = set(ORIGINAL_SCORE_NAMES.values())
@@ -334,3 +335,16 @@ def test_format_scores():
     assert table[4].split() == ["mean", "IoU", "44.44", "41.67", "50.00", "45.45"]
     partial = format_scores({"miou": math.nan})
     assert partial.startswith("mIoU nan (seen n/a")
+
+
+def test_per_image_iou_matches_a_hand_computed_case():
+    label = np.array([[0, 0, 1], [1, 2, 255]], dtype=np.uint8)
+    prediction = np.array([[0, 1, 1], [1, 1, 0]], dtype=np.uint8)  # the 0 under 255 is not counted
+    scores = per_image_iou(label, prediction, num_classes=4, num_seen=2)
+    # class 0: tp 1, union 2; class 1: tp 2, union 4 (4 predicted); class 2: tp 0, union 1; class 3 absent
+    np.testing.assert_allclose(scores["class_iou"], [0.5, 0.5, 0.0, np.nan])
+    assert scores["classes"] == [0, 1, 2]
+    assert scores["miou"] == pytest.approx(1.0 / 3.0)
+    assert scores["seen_miou"] == pytest.approx(0.5) and scores["unseen_miou"] == 0.0 and scores["hiou"] == 0.0
+    plain = per_image_iou(label, prediction, num_classes=4)
+    assert set(plain) == {"class_iou", "classes", "miou"} and plain["miou"] == pytest.approx(1.0 / 3.0)

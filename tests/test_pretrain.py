@@ -97,7 +97,7 @@ def test_pretraining_is_deterministic_cached_and_keyed_by_its_recipe(tiny_train_
 @pytest.mark.slow
 def test_step1_and_the_baselines_start_from_the_pretrained_backbone(tiny_train_overrides, tmp_path):
     from cagnet.train.baselines import build_spnet, build_zs3net
-    from cagnet.train.data import prepare_dataset
+    from cagnet.train.loading import prepare_dataset
     from cagnet.train.engine import Trainer
 
     config = _config(tiny_train_overrides)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from cagnet.config import (PACKAGED_CONFIGS, SCHEDULE_NAMES, TrainConfig, load_train_config, to_dict,
-                           train_config_from_dict)
+from cagnet.config import (PACKAGED_CONFIGS, SCHEDULE_KEYS_READ_BY, SCHEDULE_NAMES, ScheduleConfig, TrainConfig,
+                           check_unread_schedule_keys, load_train_config, train_config_from_dict, unread_schedule_keys)
+from cagnet.config_io import to_dict
 from cagnet.errors import ConfigError
 
 
@@ -39,6 +40,12 @@ ORIGINAL_FILES = [
 ]
 
 
+def _value(section, key):
+    for part in key.split("."):
+        section = getattr(section, part)
+    return section
+
+
 @pytest.mark.parametrize("filename, name, schedule, lr_key, iter_key", ORIGINAL_FILES)
 def test_packaged_values_equal_the_original_configs(original_reference_dir, filename, name, schedule, lr_key,
                                                     iter_key):
@@ -55,13 +62,16 @@ def test_packaged_values_equal_the_original_configs(original_reference_dir, file
                          (section.discriminator_decay, original["dis_scheduler"])):
         assert (mine.start_decay_iter, mine.step_size) == (theirs["start_decay_iter"], theirs["step_size"])
         assert mine.gamma == pytest.approx(theirs["gamma"])
-    for key, value in vars(section.losses).items():
-        assert value == pytest.approx(original[key]), key
-    assert section.gen_unseen_rate == original["gen_unseen_rate"]
-    assert section.top_p == original["top_p"]
-    if schedule in ("mixed", "st_mixed"):
-        assert (section.interval_step1, section.interval_step2, section.first) == (
-            original["interval_step1"], original["interval_step2"], original["first"])
+    # the original's value of every key the schedule reads; the others are left at their defaults
+    defaults = ScheduleConfig(iterations=1)
+    for key, value in [*((f"losses.{k}", v) for k, v in vars(section.losses).items()),
+                       *((k, getattr(section, k)) for k in ("gen_unseen_rate", "top_p", "interval_step1",
+                                                            "interval_step2", "first"))]:
+        name_in_original = key.split(".")[-1]
+        if schedule in SCHEDULE_KEYS_READ_BY.get(key, SCHEDULE_NAMES):
+            assert value == pytest.approx(original[name_in_original]), key
+        else:
+            assert value == _value(defaults, key), key
     batch = section.batch_size or config.data.batch_size
     if "BATCH_SIZE" in original:
         assert batch == original["BATCH_SIZE"]["TRAIN"]
@@ -123,3 +133,27 @@ def test_config_from_a_yaml_file_takes_its_stem_as_name(tmp_path):
 def test_missing_required_iterations_names_the_section():
     with pytest.raises(ConfigError, match="schedules.step1"):
         load_train_config({"schedules": {"step1": {}}})
+
+
+@pytest.mark.parametrize("name", ["voc12", "context", "cocostuff"])
+def test_original_dataset_configs_give_no_key_their_schedule_ignores(name):
+    assert unread_schedule_keys(load_train_config(name)) == []
+
+
+def test_keys_a_schedule_ignores_are_named_with_the_schedules_that_read_them():
+    base = ["schedules.step1.top_p=1", "schedules.step1.gen_unseen_rate=0", "schedules.mixed.top_p=1",
+            "schedules.st.gen_unseen_rate=0", "schedules.st.losses.lambda_D_cls_fake_transfer=0",
+            "schedules.st_mixed.top_p=1"]
+    assert unread_schedule_keys(load_train_config("tutorial", base)) == []    # defaults: never reported
+    config = load_train_config("tutorial", [*base, "schedules.step1.top_p=5", "schedules.st.first=step2",
+                                            "schedules.step1.losses.lambda_G_cls_transfer=1",
+                                            "schedules.mixed.gen_unseen_rate=30", "schedules.st.top_p=3"])
+    assert unread_schedule_keys(config) == [
+        "schedules.step1.losses.lambda_G_cls_transfer: 1.0 would be ignored: only mixed and st_mixed read it "
+        "(remove it)",
+        "schedules.step1.top_p: 5 would be ignored: only st reads it (remove it)",
+        "schedules.st.first: 'step2' would be ignored: only mixed and st_mixed read it (remove it)",
+    ]
+    with pytest.raises(ConfigError, match=r"^schedules\.step1\.losses\.lambda_G_cls_transfer: 1\.0 would be ignored"):
+        check_unread_schedule_keys(config)
+    check_unread_schedule_keys(load_train_config("voc12"))

@@ -11,12 +11,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cagnet.config import load_train_config, to_dict
+from cagnet.config import load_train_config
 from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError
 from cagnet.models import build_cagnet, load_checkpoint
-from cagnet.train import engine
+from cagnet.train import engine, runs
 from cagnet.train.checkpoint import load_training_checkpoint
-from cagnet.train.engine import NonFiniteLossError, read_jsonl, step_kind, train
+from cagnet.train.engine import NonFiniteLossError, step_kind, train
+from cagnet.train.runs import read_jsonl
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -133,14 +134,14 @@ def test_non_finite_loss_inside_a_block_stops_at_the_next_check(tiny_train_overr
         return value * float("nan") if calls["n"] == 6 else value
 
     written = []
-    real_write_many = engine._JsonLines.write_many
+    real_write_many = runs.JsonLines.write_many
 
     def recording_write_many(self, records):
         written.append([r["iteration"] for r in records])
         real_write_many(self, records)
 
     monkeypatch.setattr(engine.steps, "mmd_loss", mmd_that_overflows)
-    monkeypatch.setattr(engine._JsonLines, "write_many", recording_write_many)
+    monkeypatch.setattr(runs.JsonLines, "write_many", recording_write_many)
     with pytest.raises(NonFiniteLossError) as info:
         train(config, "step1", tmp_path / "run", progress=False, verbose=False)
     message = str(info.value)
@@ -304,59 +305,6 @@ def test_init_from_an_original_layout_checkpoint(tiny_train_overrides, tmp_path,
     assert "original layout" in err and "iteration 40000" in err
 
 
-def test_finished_run_matches_the_recipe(tiny_train_overrides, tmp_path):
-    config = _config(tiny_train_overrides, "schedules.step1.iterations=2")
-    folder = tmp_path / "step1"
-    assert not engine.finished_run(folder, "step1", config)                  # nothing there yet
-    train(config, "step1", folder, progress=False, verbose=False)
-    assert engine.finished_run(folder, "step1", config)
-    # runtime settings other than the seed, and schedules after step1, are not part of its recipe
-    assert engine.finished_run(folder, "step1", _config(tiny_train_overrides, "schedules.step1.iterations=2",
-                                                        "runtime.log_interval=1", "schedules.mixed.iterations=7"))
-    recipe = engine.run_recipe(to_dict(config), "step1")
-    assert recipe["seed"] == config.runtime.seed and list(recipe["schedules"]) == ["step1"]
-    assert "runtime" not in recipe
-    assert list(engine.run_recipe(to_dict(config), "st")["schedules"]) == ["step1", "mixed", "st"]
-    for changed in ("schedules.step1.backbone_lr=0.002", "runtime.seed=5", "losses.gan_type=gan",
-                    "schedules.step1.iterations=3"):
-        assert not engine.finished_run(folder, "step1", _config(tiny_train_overrides,
-                                                                "schedules.step1.iterations=2", changed)), changed
-    assert not engine.finished_run(folder, "mixed", config)                  # another schedule's run
-    lines = (folder / "eval.jsonl").read_text().splitlines()
-    (folder / "eval.jsonl").write_text("\n".join(lines[:-1]) + "\n")           # final evaluation missing
-    assert not engine.finished_run(folder, "step1", config)
-    (folder / "eval.jsonl").write_text("\n".join(lines) + "\n")
-    (folder / "checkpoint.pt").write_bytes(b"not a checkpoint")               # unreadable
-    assert not engine.finished_run(folder, "step1", config)
-    (folder / "checkpoint.pt").unlink()                                       # missing
-    assert not engine.finished_run(folder, "step1", config)
-    with pytest.raises(ConfigError, match="unknown schedule 'step2'"):
-        engine.run_recipe(to_dict(config), "step2")
-
-
-def test_current_run_needs_a_finished_run_newer_than_its_start(tiny_train_overrides, tmp_path):
-    import os
-
-    config = _config(tiny_train_overrides, "schedules.step1.iterations=2", "schedules.mixed.iterations=2")
-    assert not engine.current_run(tmp_path, "step1", config)
-    train(config, "step1", tmp_path / "step1", progress=False, verbose=False)
-    assert engine.current_run(tmp_path, "step1", config)                      # no init_from
-    assert not engine.current_run(tmp_path, "mixed", config)
-    trained = train(config, "mixed", tmp_path / "mixed", progress=False, verbose=False)
-    assert engine.current_run(tmp_path, "mixed", config)
-    step1_checkpoint = tmp_path / "step1" / "checkpoint.pt"
-    later = (tmp_path / "mixed" / "checkpoint.pt").stat().st_mtime + 10
-    os.utime(step1_checkpoint, (later, later))                                # step 1 trained again since
-    assert not engine.current_run(tmp_path, "mixed", config)
-    step1_checkpoint.unlink()                                                 # its start is gone
-    assert not engine.current_run(tmp_path, "mixed", config)
-    model = engine.load_run_model(tmp_path / "mixed", config)
-    assert not model.training
-    assert next(engine.load_run_model(tmp_path / "mixed", config, torch.device("cpu")).parameters()).device.type == "cpu"
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, trained.model.state_dict()[name].cpu()), name
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("eval_split, expected", [("auto", "validation"), ("test", "test")])
 def test_runs_score_the_configured_split(tiny_train_overrides, tmp_path, eval_split, expected):
@@ -367,7 +315,7 @@ def test_runs_score_the_configured_split(tiny_train_overrides, tmp_path, eval_sp
 
 
 def test_a_missing_validation_split_is_a_one_line_error(custom_dataset, tiny_pretrain_overrides):
-    from cagnet.train.data import evaluation_dataset, prepare_dataset, resolve_eval_split
+    from cagnet.train.loading import evaluation_dataset, prepare_dataset, resolve_eval_split
 
     config = load_train_config("tutorial", [f"data.root={custom_dataset}", *tiny_pretrain_overrides])
     info = prepare_dataset(config)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cagnet.config import LossWeights
-from cagnet.losses import IGNORE_INDEX
+from cagnet.data import IGNORE_INDEX
 from cagnet.models import build_cagnet
 from cagnet.train import steps
 from cagnet.train.distributed import DistContext, wrap_parts

@@ -42,9 +42,9 @@ def test_train_transform_output_size_and_label_values(height, width, crop):
     image, label = _image_and_label(height, width)
     transform = TrainTransform(crop_size=crop)
     crop_hw = (crop, crop) if isinstance(crop, int) else crop
-    generator = torch.Generator().manual_seed(1)
+    rng = torch.Generator().manual_seed(1)
     for _ in range(5):
-        image_t, label_t = transform(image, label, generator=generator)
+        image_t, label_t = transform(image, label, rng=rng)
         assert image_t.shape == (3, *crop_hw) and image_t.dtype == torch.float32
         assert label_t.shape == crop_hw and label_t.dtype == torch.long
         # nearest neighbour and ignore padding only: no value other than the input's and 255
@@ -54,14 +54,14 @@ def test_train_transform_output_size_and_label_values(height, width, crop):
 def test_train_transform_is_reproducible():
     image, label = _image_and_label()
     transform = TrainTransform(crop_size=24)
-    first = transform(image, label, generator=torch.Generator().manual_seed(5))
-    second = transform(image, label, generator=torch.Generator().manual_seed(5))
+    first = transform(image, label, rng=torch.Generator().manual_seed(5))
+    second = transform(image, label, rng=torch.Generator().manual_seed(5))
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
-    torch.testing.assert_close(transform(image, label, generator=rng_a), transform(image, label, generator=rng_b),
+    torch.testing.assert_close(transform(image, label, rng=rng_a), transform(image, label, rng=rng_b),
                                rtol=0, atol=0)
     # a generator given to the constructor is used and advanced
-    seeded = TrainTransform(crop_size=24, generator=torch.Generator().manual_seed(5))
+    seeded = TrainTransform(crop_size=24, rng=torch.Generator().manual_seed(5))
     torch.testing.assert_close(seeded(image, label), first, rtol=0, atol=0)
     outputs = [seeded(image, label)[1] for _ in range(4)]
     assert any(not torch.equal(outputs[0], other) for other in outputs[1:])
@@ -70,7 +70,7 @@ def test_train_transform_is_reproducible():
 def test_train_transform_pads_with_ignore_and_mean():
     image, label = _image_and_label(10, 12)
     transform = TrainTransform(crop_size=16, scale_range=(1.0, 1.0), flip_prob=0.0)
-    image_t, label_t = transform(image, label, generator=torch.Generator().manual_seed(0))
+    image_t, label_t = transform(image, label, rng=torch.Generator().manual_seed(0))
     # no scaling; the only possible crop starts at (0, 0): content top-left, padding bottom/right
     torch.testing.assert_close(image_t[:, :10, :12], normalize_image(image), rtol=0, atol=0)
     assert label_t[:10, :12].tolist() == label.tolist()
@@ -92,8 +92,8 @@ def test_train_transform_flip_and_scale():
 def test_train_transform_scale_range_is_used():
     image, label = _image_and_label(40, 40, values=(1,))
     transform = TrainTransform(crop_size=80, flip_prob=0.0)
-    generator = torch.Generator().manual_seed(0)
-    labelled = [int((transform(image, label, generator=generator)[1] != 255).sum()) for _ in range(40)]
+    rng = torch.Generator().manual_seed(0)
+    labelled = [int((transform(image, label, rng=rng)[1] != 255).sum()) for _ in range(40)]
     sides = np.sqrt(labelled)
     assert sides.min() >= 20 and sides.max() <= 60  # side = round(40 * s), s in [0.5, 1.5]
     assert sides.max() - sides.min() > 20  # spread over the range, not a constant scale

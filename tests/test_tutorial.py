@@ -31,7 +31,10 @@ def test_smoke_overrides_shrink_every_schedule_of_the_tutorial():
 
 
 def test_runs_and_data_live_in_the_project_root(monkeypatch):
+    from cagnet import files
+
     root = project_root()
+    assert files.project_root() == root
     assert (root / "pyproject.toml").is_file() and (root / "cagnet" / "tutorial.py").is_file()
     assert default_runs_root("tutorial", "full") == root / "runs" / "tutorial"
     assert default_runs_root("tutorial", "smoke") == root / "runs" / "tutorial_smoke"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from cagnet import viz
+from cagnet import analysis, viz
+from cagnet.data import class_pixel_counts, cosine_similarity
 from cagnet.data.synthetic import CLASS_NAMES, SEEN_IDS, UNSEEN_IDS
 
 
@@ -200,8 +201,7 @@ def test_plot_samples_has_two_axes_per_sample_and_marks_unseen():
 
 def test_class_pixel_counts_and_stats_figure():
     _, masks = small_batch(count=2)
-    counts = viz.class_pixel_counts(masks, 5)
-    assert counts.sum() == sum(int((m != 255).sum()) for m in masks)
+    counts = class_pixel_counts(masks, 5)
     names = [f"class{i}" for i in range(5)]
     fig = viz.plot_class_pixel_stats({"train": counts, "test": counts[::-1]}, names, unseen=[3, 4])
     assert isinstance(fig, Figure) and len(fig.axes) == 1
@@ -218,9 +218,6 @@ def test_class_pixel_counts_and_stats_figure():
 def test_embedding_similarity_heatmap():
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(4, 6))
-    similarity = viz.cosine_similarity(emb)
-    np.testing.assert_allclose(np.diag(similarity), 1.0)
-    np.testing.assert_allclose(similarity, similarity.T)
     fig = viz.plot_embedding_similarity(emb, ["a", "b", "c", "d"], unseen=[2])
     assert isinstance(fig, Figure) and len(fig.axes) == 2  # heatmap + colour bar
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b", "c*", "d"]
@@ -239,27 +236,6 @@ def test_class_swatches_one_axes_per_class():
 
 
 # ------------------------------------------------------------------ feature-grid maps and projections
-def test_fit_pca_recovers_the_dominant_direction_and_fixes_signs():
-    rng = np.random.default_rng(0)
-    direction = np.array([3.0, -4.0, 0.0]) / 5.0
-    data = rng.normal(size=(200, 1)) * 10.0 * direction + rng.normal(scale=0.1, size=(200, 3)) + 7.0
-    pca = viz.fit_pca(data, 2)
-    assert pca.components.shape == (2, 3) and pca.mean.shape == (3,)
-    np.testing.assert_allclose(pca.components @ pca.components.T, np.eye(2), atol=1e-12)
-    # the largest-magnitude entry of each component is positive: -4/5 flips the direction
-    np.testing.assert_allclose(pca.components[0], -direction, atol=0.01)
-    assert pca.explained_variance_ratio[0] > 0.99 and pca.explained_variance_ratio.sum() <= 1.0
-    projected = pca.transform(data)
-    assert projected.shape == (200, 2)
-    np.testing.assert_allclose(projected.mean(axis=0), 0.0, atol=1e-9)  # centred on the fitted mean
-    np.testing.assert_allclose(viz.fit_pca(data[::-1], 2).components, pca.components, atol=1e-9)
-    assert pca.axis_labels()[0].startswith("PC1 (")
-    with pytest.raises(ValueError):
-        pca.transform(data[:, :2])
-    with pytest.raises(ValueError):
-        viz.fit_pca(data, 4)
-
-
 def test_channels_to_rgb_colours_similar_pixels_alike():
     maps = np.zeros((5, 4, 6))
     maps[:, :, 3:] = np.arange(5)[:, None, None]  # right half differs from the left half
@@ -329,11 +305,7 @@ def test_plot_feature_projection_panels_and_legend():
         viz.plot_feature_projection(points, class_ids, generated, ["a", "b"])
 
 
-def test_moving_average_and_training_curves():
-    np.testing.assert_allclose(viz.moving_average([1, 2, 3, 4], 2), [1.0, 1.5, 2.5, 3.5])
-    np.testing.assert_allclose(viz.moving_average([5.0], 10), [5.0])
-    with pytest.raises(ValueError):
-        viz.moving_average([1.0], 0)
+def test_training_curves_draw_values_and_their_moving_average():
     fig = viz.plot_training_curves({"loss": [3.0, 2.0, 1.0], "KL": [1.0, 0.1, 0.01]}, window=2, log_scale=["KL"])
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert fig.axes[1].get_yscale() == "log" and fig.axes[0].get_yscale() == "linear"
@@ -366,19 +338,6 @@ def test_overlay_with_legend_marks_unseen_and_hides_classes():
     np.testing.assert_array_equal(shown[0, 3], image[0, 3])  # hidden class: the plain image
     np.testing.assert_array_equal(shown[3, 3], viz.IGNORE_COLOUR)  # ignored pixels stay marked
     only_sky.canvas.draw()
-
-
-def test_per_image_iou_matches_a_hand_computed_case():
-    label = np.array([[0, 0, 1], [1, 2, 255]], dtype=np.uint8)
-    prediction = np.array([[0, 1, 1], [1, 1, 0]], dtype=np.uint8)  # the 0 under 255 is not counted
-    scores = viz.per_image_iou(label, prediction, num_classes=4, num_seen=2)
-    # class 0: tp 1, union 2; class 1: tp 2, union 4 (4 predicted); class 2: tp 0, union 1; class 3 absent
-    np.testing.assert_allclose(scores["class_iou"], [0.5, 0.5, 0.0, np.nan])
-    assert scores["classes"] == [0, 1, 2]
-    assert scores["miou"] == pytest.approx(1.0 / 3.0)
-    assert scores["seen_miou"] == pytest.approx(0.5) and scores["unseen_miou"] == 0.0 and scores["hiou"] == 0.0
-    plain = viz.per_image_iou(label, prediction, num_classes=4)
-    assert set(plain) == {"class_iou", "classes", "miou"} and plain["miou"] == pytest.approx(1.0 / 3.0)
 
 
 def test_confusion_matrix_rows_normalised_blocks_and_unseen_ticks():
@@ -489,3 +448,8 @@ def test_plot_pipeline_draws_the_named_stages():
         assert stage in text
     assert len(fig.axes[0].patches) >= 20  # boxes and arrows
     fig.canvas.draw()
+
+
+def test_the_numbers_the_notebooks_take_from_viz_are_those_of_their_modules():
+    assert viz.fit_pca is analysis.fit_pca
+    assert viz.cosine_similarity is cosine_similarity and viz.class_pixel_counts is class_pixel_counts

@@ -7,6 +7,8 @@ Modules
 ``transforms``   training augmentation / evaluation transform, ``resize_labels``
 ``embeddings``   GloVe vectors, the original word-vector files (``load_word_vectors``)
 ``synthetic``    the small embedded benchmark (``build_synthetic_benchmark``)
+``scenes``       drawing of its scenes: warped regions, objects, patterns
+``pretraining``  scenes of other colours and patterns for pretraining the backbone
 ``check``        ``check_dataset``: every problem of a dataset folder
 ``embed``        ``embed_class_names``: ``word_vectors/glove.npy`` of a dataset's own class names
 """
@@ -14,6 +16,7 @@ from cagnet.data.datasets import (
     EMBEDDING_KINDS,
     DatasetInfo,
     SegmentationDataset,
+    class_pixel_counts,
     image_ids,
     load_dataset_info,
     load_pair,
@@ -23,6 +26,7 @@ from cagnet.data.datasets import (
     split_folder,
 )
 from cagnet.data.embeddings import (
+    cosine_similarity,
     glove_class_embeddings,
     glove_vectors,
     l2_normalize_rows,
@@ -63,9 +67,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "EMBEDDING_KINDS", "DatasetInfo", "SegmentationDataset", "image_ids", "load_dataset_info", "load_pair",
+    "EMBEDDING_KINDS", "DatasetInfo", "SegmentationDataset", "class_pixel_counts", "image_ids", "load_dataset_info", "load_pair",
     "read_annotation", "read_image", "split_entries", "split_folder",
-    "glove_class_embeddings", "glove_vectors", "l2_normalize_rows", "load_word_vectors", "read_text_vectors",
+    "cosine_similarity", "glove_class_embeddings", "glove_vectors", "l2_normalize_rows", "load_word_vectors", "read_text_vectors",
     "split_class_name",
     "CAFFE_MEAN_RGB", "IGNORE_INDEX", "EvalTransform", "TestTransform", "TrainTransform",
     "denormalize_image", "normalize_image", "resize_labels",

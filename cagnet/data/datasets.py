@@ -21,6 +21,8 @@ Label mappings (as the original):
 * test (and validation): seen id -> 0..S-1, unseen id -> S..S+U-1 in ``novel_cls`` order,
   anything else -> 255.
 
+:func:`class_pixel_counts` counts the pixels of each class over label maps.
+
 Every problem with a file raises :class:`DatasetError` (or :class:`EmbeddingError` for word
 vectors) with a one-line message that names the file.
 """
@@ -29,7 +31,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -368,6 +370,17 @@ def check_label_ids(label: np.ndarray, num_labels: int, path: str | os.PathLike)
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
         raise DatasetError(f"{path}: label ids {shown} not in 0..{num_labels - 1} (or 255 = unlabeled)")
+
+
+def class_pixel_counts(masks: Iterable[np.ndarray], num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """Pixels per class over label maps, int64 [num_classes] (``ignore_index`` and ids >=
+    num_classes are not counted)."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for mask in masks:
+        values = np.asarray(mask).ravel().astype(np.int64)
+        values = values[(values != ignore_index) & (values >= 0) & (values < num_classes)]
+        counts += np.bincount(values, minlength=num_classes)
+    return counts
 
 
 def load_pair(root: str | os.PathLike, folder: str, image_id: str,

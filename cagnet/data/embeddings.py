@@ -8,6 +8,8 @@ Two sources:
   a text file in GloVe's format (:func:`read_text_vectors`).
 * The original CaGNet files ``word2vec.pkl`` / ``fasttext.pkl`` (pickled float arrays of shape
   [num_labels, 300]), read without executing arbitrary code (:func:`load_word_vectors`).
+
+:func:`cosine_similarity` compares the class embeddings with one another.
 """
 from __future__ import annotations
 
@@ -155,6 +157,14 @@ def l2_normalize_rows(matrix: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Word-vector files of the original layout (word_vectors/{fasttext,word2vec}.pkl, glove.npy)
 # --------------------------------------------------------------------------------------------
+
+def cosine_similarity(embeddings: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarity of the rows, [K, K] float64."""
+    emb = np.asarray(embeddings, dtype=np.float64)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    unit = emb / np.where(norms == 0, 1.0, norms)
+    return unit @ unit.T
+
 
 def _numpy_reconstruction_globals() -> dict[tuple[str, str], object]:
     """The only pickle globals a pickled numpy array needs, keyed by (module, name).

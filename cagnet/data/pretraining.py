@@ -3,8 +3,8 @@
 The original CaGNet (and every method of its comparison) starts from a DeepLabV2 backbone
 pretrained on ImageNet: the network already knows edges, textures and colours before it sees a
 segmentation label. The embedded benchmark has no such start, so this module draws the data of
-a pretraining stage (:mod:`cagnet.pretrain`) from the same scene generator as the benchmark
-(:mod:`cagnet.data.synthetic`: warped Voronoi regions, objects on top, per-region pattern
+a pretraining stage (:mod:`cagnet.pretrain`) with the benchmark's scene drawing
+(:mod:`cagnet.data.scenes`: warped Voronoi regions, objects on top, per-region pattern
 orientation / period / tint, pixel noise), but with its own classes:
 
 * **colours** (:data:`PRETRAIN_COLOURS`): orange, lime, cyan, purple and magenta. None of them
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cagnet.data import synthetic
+from cagnet.data.scenes import NEUTRAL_GREY, object_mask, pattern_mask, stuff_regions
 from cagnet.errors import ConfigError
 
 #: Pretraining colour words and their hues (degrees); saturation / value are drawn per region.
@@ -75,7 +76,7 @@ class PretrainingSceneConfig:
     """Size of the pretraining set.
 
     Attributes:
-        seed: image ``i`` uses the generator seeded by (seed, 7, i).
+        seed: image ``i`` uses the random stream seeded by (seed, 7, i).
         num_images: number of scenes.
         image_size: side of the square scenes (patterns scale as in the benchmark's 128 px images).
         regions: (min, max) "stuff" regions per scene; objects: (min, max) objects on top.
@@ -152,7 +153,7 @@ def pattern_coverage(rng: np.random.Generator, pattern: str, yy: np.ndarray, xx:
     """Foreground coverage [H, W] in [0, 1] of any pretraining pattern (benchmark patterns are
     drawn by the benchmark's own code)."""
     if pattern in synthetic.PATTERNS:
-        return synthetic._pattern_mask(rng, pattern, yy, xx, scale)
+        return pattern_mask(rng, pattern, yy, xx, scale)
     return _extra_pattern(rng, pattern, yy, xx, scale)
 
 
@@ -177,11 +178,11 @@ def generate_pretraining_sample(config: PretrainingSceneConfig, index: int) -> t
     n_objects = int(rng.integers(config.objects[0], config.objects[1] + 1))
     count = n_stuff + n_objects
     pairs = rng.choice(len(PRETRAIN_PATTERNS) * len(_COLOUR_NAMES), size=count, replace=False)
-    region = synthetic._stuff_regions(rng, yy / size, xx / size, n_stuff)
+    region = stuff_regions(rng, yy / size, xx / size, n_stuff)
     for k in range(n_objects):
-        region[synthetic._object_mask(rng, yy, xx, size)] = n_stuff + k
+        region[object_mask(rng, yy, xx, size)] = n_stuff + k
     scale = size / 128.0
-    grey = rng.uniform(synthetic.NEUTRAL_GREY - 15, synthetic.NEUTRAL_GREY + 15)
+    grey = rng.uniform(NEUTRAL_GREY - 15, NEUTRAL_GREY + 15)
     image = np.zeros((size, size, 3), dtype=np.float64)
     patterns = np.zeros(count, dtype=np.uint8)
     colours = np.zeros(count, dtype=np.uint8)

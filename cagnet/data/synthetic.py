@@ -43,7 +43,7 @@ classes of the same colour and its second half with those of the same pattern.
 
 Determinism
 -----------
-Every image has its own random generator seeded from ``(seed, split, index)``, so an image
+Every image has its own random stream seeded from ``(seed, split, index)``, so an image
 does not depend on the order or number of the others, and regenerating with the same
 configuration writes byte-identical files (``benchmark.json`` records a hash of them).
 """
@@ -52,7 +52,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -65,6 +64,8 @@ from PIL import Image
 
 from cagnet.data.embeddings import GLOVE_DIM, glove_class_embeddings
 from cagnet.errors import ConfigError, DatasetError
+from cagnet.data.scenes import NEUTRAL_GREY, object_mask, pattern_mask, stuff_regions
+from cagnet.files import project_root
 
 FORMAT_NAME = "cagnet-synthetic"
 FORMAT_VERSION = 2
@@ -79,8 +80,6 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 #: Pattern words, in label-id order within a colour.
 PATTERNS: tuple[str, ...] = ("striped", "dotted", "checkered", "wavy")
-#: Mean grey level of the pattern's background, shared by all classes.
-NEUTRAL_GREY = 145
 
 _COLOUR_NAMES = tuple(COLOURS)
 #: (colour, pattern) of every label id; id = 4 * colour index + pattern index.
@@ -98,7 +97,6 @@ SEEN_IDS: tuple[int, ...] = tuple(i for i in range(len(CLASS_NAMES)) if i not in
 _SPLIT_DIRS = {"train": "train", "validation": "validation", "test": "val"}
 #: Stream code of each split in the per-image seed (2 is taken by the class swatches).
 _SPLIT_CODES = {"train": 0, "test": 1, "validation": 3}
-_SHAPES = ("ellipse", "polygon", "blob")
 
 
 def class_colour(label_id: int) -> str:
@@ -133,7 +131,7 @@ class SyntheticConfig:
     """Size and appearance parameters of the synthetic benchmark.
 
     Attributes:
-        seed: base seed; image ``i`` of a split uses the generator seeded by (seed, split, i).
+        seed: base seed; image ``i`` of a split uses the random stream seeded by (seed, split, i).
         num_train, num_test: number of training / test images.
         num_validation: number of validation images: scenes drawn like the test scenes (every one
             shows a seen and an unseen class) from their own random stream, for choosing recipes
@@ -213,113 +211,15 @@ def default_data_root() -> Path:
     env = os.environ.get("CAGNET_DATA")
     if env:
         return Path(env).expanduser()
-    from cagnet.tutorial import project_root
-
     return project_root() / "data" / "synthetic"
 
 
-# --------------------------------------------------------------------------- drawing helpers
+# --------------------------------------------------------------------------- scenes
 
 
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """Generator of one image: depends only on (seed, split, index)."""
     return np.random.default_rng([seed, _SPLIT_CODES[split], index])
-
-
-def _smooth_field(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, waves: int = 4,
-                  max_frequency: float = 2.0) -> np.ndarray:
-    """Smooth random field on normalised coordinates: a sum of random low-frequency sinusoids
-    scaled to unit standard deviation (over random phases). Shape of ``yy``."""
-    freq = rng.uniform(0.5, max_frequency, waves)
-    angle = rng.uniform(0, 2 * np.pi, waves)
-    phase = rng.uniform(0, 2 * np.pi, waves)
-    field = np.zeros_like(yy)
-    for f, a, p in zip(freq, angle, phase):
-        field += np.sin(2 * np.pi * f * (xx * np.cos(a) + yy * np.sin(a)) + p)
-    return field * math.sqrt(2.0 / waves)
-
-
-def _stuff_regions(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, count: int) -> np.ndarray:
-    """Region index [H, W] of a Voronoi partition on warped coordinates, each region >= 12 %."""
-    warp_x = 0.12 * _smooth_field(rng, yy, xx)
-    warp_y = 0.12 * _smooth_field(rng, yy, xx)
-    wx, wy = xx + warp_x, yy + warp_y
-    for _ in range(50):
-        centres = rng.uniform(0.1, 0.9, size=(count, 2))
-        dist = (wx[None] - centres[:, 0, None, None]) ** 2 + (wy[None] - centres[:, 1, None, None]) ** 2
-        regions = dist.argmin(axis=0)
-        if np.bincount(regions.ravel(), minlength=count).min() >= 0.12 * regions.size:
-            return regions
-    return regions  # pragma: no cover - 50 failures in a row do not happen for count <= 4
-
-
-def _polygon_mask(yy: np.ndarray, xx: np.ndarray, vx: np.ndarray, vy: np.ndarray) -> np.ndarray:
-    """Even-odd point-in-polygon test for every pixel; vertices (vx, vy) in pixel units."""
-    inside = np.zeros(yy.shape, dtype=bool)
-    n = len(vx)
-    for i in range(n):
-        x0, y0, x1, y1 = vx[i], vy[i], vx[(i + 1) % n], vy[(i + 1) % n]
-        crosses = (y0 > yy) != (y1 > yy)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x_at = x0 + (yy - y0) * (x1 - x0) / (y1 - y0)
-        inside ^= crosses & (xx < x_at)
-    return inside
-
-
-def _object_mask(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: int) -> np.ndarray:
-    """Boolean [H, W] mask of one random object (ellipse, star-shaped polygon or blob)."""
-    shape = _SHAPES[rng.integers(len(_SHAPES))]
-    cx, cy = rng.uniform(0.15, 0.85, 2) * size
-    radius = rng.uniform(0.13, 0.27) * size
-    dx, dy = xx - cx, yy - cy
-    if shape == "ellipse":
-        angle = rng.uniform(0, np.pi)
-        aspect = rng.uniform(0.5, 1.0)
-        u = dx * np.cos(angle) + dy * np.sin(angle)
-        v = -dx * np.sin(angle) + dy * np.cos(angle)
-        return (u / radius) ** 2 + (v / (radius * aspect)) ** 2 <= 1.0
-    if shape == "polygon":
-        vertices = int(rng.integers(3, 8))
-        angles = np.sort(rng.uniform(0, 2 * np.pi, vertices))
-        radii = radius * rng.uniform(0.7, 1.2, vertices)
-        return _polygon_mask(yy, xx, cx + radii * np.cos(angles), cy + radii * np.sin(angles))
-    # blob: radius modulated by a few low harmonics of the polar angle
-    theta = np.arctan2(dy, dx)
-    boundary = np.ones_like(theta)
-    for k in (2, 3, 4):
-        boundary += rng.uniform(0.0, 0.25) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
-    return np.hypot(dx, dy) <= radius * boundary
-
-
-def _pattern_mask(rng: np.random.Generator, pattern: str, yy: np.ndarray, xx: np.ndarray,
-                  scale: float) -> np.ndarray:
-    """Foreground coverage in [0, 1] (anti-aliased, about 1 px transitions) of a pattern with
-    random orientation, period and phase; ``scale`` = image_size / 128. Shape of ``yy``."""
-    angle = rng.uniform(0, np.pi)
-    u = xx * np.cos(angle) + yy * np.sin(angle)
-    v = -xx * np.sin(angle) + yy * np.cos(angle)
-    if pattern in ("striped", "wavy"):
-        period = rng.uniform(9, 15) * scale
-        if pattern == "wavy":
-            amplitude = rng.uniform(0.45, 0.7) * period
-            wavelength = rng.uniform(2.5, 4.0) * period
-            u = u + amplitude * np.sin(2 * np.pi * v / wavelength + rng.uniform(0, 2 * np.pi))
-        wave = np.sin(2 * np.pi * u / period + rng.uniform(0, 2 * np.pi))
-        # slope of the wave at its zero crossings is 2*pi/period per pixel: rescale to 1
-        return np.clip(0.5 + wave * period / (2 * np.pi), 0.0, 1.0)
-    if pattern == "checkered":
-        period = rng.uniform(16, 24) * scale  # two cells per period
-        su = np.sin(2 * np.pi * (u / period + rng.uniform()))
-        sv = np.sin(2 * np.pi * (v / period + rng.uniform()))
-        edge = np.minimum(np.abs(su), np.abs(sv)) * period / (2 * np.pi)  # ~ distance to a cell edge
-        return np.clip(0.5 + np.sign(su * sv) * edge, 0.0, 1.0)
-    if pattern == "dotted":
-        period = rng.uniform(10, 15) * scale
-        du = ((u / period + rng.uniform()) % 1.0 - 0.5) * period
-        dv = ((v / period + rng.uniform()) % 1.0 - 0.5) * period
-        dot_radius = 0.38 * period  # covers pi * 0.38^2 = 45 % of the area
-        return np.clip(dot_radius - np.hypot(du, dv) + 0.5, 0.0, 1.0)
-    raise ConfigError(f"unknown pattern {pattern!r}")  # pragma: no cover
 
 
 def _scene_classes(rng: np.random.Generator, split: str, count: int, config: SyntheticConfig) -> list[int]:
@@ -357,9 +257,9 @@ def generate_sample(config: SyntheticConfig, split: str, index: int) -> tuple[np
         n_stuff = int(rng.integers(config.background_regions[0], config.background_regions[1] + 1))
         n_objects = int(rng.integers(config.objects[0], config.objects[1] + 1))
         classes = _scene_classes(rng, split, n_stuff + n_objects, config)
-        region = _stuff_regions(rng, nyy, nxx, n_stuff)
+        region = stuff_regions(rng, nyy, nxx, n_stuff)
         for k in range(n_objects):
-            region[_object_mask(rng, yy, xx, size)] = n_stuff + k
+            region[object_mask(rng, yy, xx, size)] = n_stuff + k
         areas = np.bincount(region.ravel(), minlength=len(classes))
         if split != "train":
             # a test or validation scene must show both an unseen and a seen class
@@ -391,7 +291,7 @@ def _paint_class(rng: np.random.Generator, label_id: int, yy: np.ndarray, xx: np
     colour = np.asarray(COLOURS[colour_name], dtype=np.float64) * rng.uniform(0.85, 1.1)
     colour = colour + rng.normal(0.0, colour_jitter, 3)
     neutral = grey + rng.normal(0.0, 4.0, 3)
-    coverage = _pattern_mask(rng, pattern, yy, xx, scale)[..., None]
+    coverage = pattern_mask(rng, pattern, yy, xx, scale)[..., None]
     return coverage * colour + (1.0 - coverage) * neutral
 
 

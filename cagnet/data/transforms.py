@@ -1,6 +1,6 @@
 """Image/label transforms of the original CaGNet pipeline.
 
-Every transform is called as ``transform(image, label, generator=None)`` with
+Every transform is called as ``transform(image, label, rng=None)`` with
 
 * ``image``: uint8 RGB [H, W, 3] (numpy array or tensor), as read from disk;
 * ``label``: integer [H, W] (numpy array or tensor), already mapped to training/evaluation
@@ -16,9 +16,9 @@ Normalisation (``normalization=``):
 * ``"imagenet"``: torchvision-style input for other backbones: RGB / 255, minus the ImageNet
   mean, divided by the ImageNet std.
 
-Random draws come from ``generator`` (a ``torch.Generator`` or ``numpy.random.Generator``)
+Random draws come from ``rng`` (a ``torch.Generator`` or ``numpy.random.Generator``)
 passed to the call or to the constructor, else from torch's global RNG (which a DataLoader
-seeds per worker), so results are reproducible with a seeded generator.
+seeds per worker), so results are reproducible with a seeded ``rng``.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("caffe", "imagenet")
 
-Generator = Union[torch.Generator, np.random.Generator, None]
+RandomStream = Union[torch.Generator, np.random.Generator, None]
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -137,23 +137,23 @@ def _resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class _Draws:
-    """Uniform draws from a torch or numpy generator (or torch's global RNG when None)."""
+    """Uniform draws from a torch or numpy random generator (or torch's global RNG when None)."""
 
-    def __init__(self, generator: Generator):
-        if generator is not None and not isinstance(generator, (torch.Generator, np.random.Generator)):
-            raise TypeError(f"generator must be a torch.Generator or numpy.random.Generator, got {type(generator).__name__}")
-        self.generator = generator
+    def __init__(self, rng: RandomStream):
+        if rng is not None and not isinstance(rng, (torch.Generator, np.random.Generator)):
+            raise TypeError(f"rng must be a torch.Generator or numpy.random.Generator, got {type(rng).__name__}")
+        self.rng = rng
 
     def uniform(self, low: float, high: float) -> float:
-        if isinstance(self.generator, np.random.Generator):
-            return float(self.generator.uniform(low, high))
-        return low + (high - low) * float(torch.rand((), generator=self.generator, dtype=torch.float64))
+        if isinstance(self.rng, np.random.Generator):
+            return float(self.rng.uniform(low, high))
+        return low + (high - low) * float(torch.rand((), generator=self.rng, dtype=torch.float64))
 
     def integer(self, low: int, high: int) -> int:
         """An integer in [low, high] (both inclusive)."""
-        if isinstance(self.generator, np.random.Generator):
-            return int(self.generator.integers(low, high + 1))
-        return int(torch.randint(low, high + 1, (), generator=self.generator))
+        if isinstance(self.rng, np.random.Generator):
+            return int(self.rng.integers(low, high + 1))
+        return int(torch.randint(low, high + 1, (), generator=self.rng))
 
 
 def _pair(size) -> tuple[int, int]:
@@ -191,9 +191,9 @@ class TrainTransform:
     Normalising before scaling is equivalent to the original's order (bilinear weights sum
     to one) and makes the mean-padding a zero-padding.
 
-    A ``generator`` given to the constructor is copied into every DataLoader worker, which
-    would then draw identical augmentations; with ``num_workers > 0`` leave it None (torch's
-    global RNG, seeded per worker) or pass a generator per call.
+    An ``rng`` given to the constructor is copied into every DataLoader worker, which would
+    then draw identical augmentations; with ``num_workers > 0`` leave it None (torch's global
+    RNG, seeded per worker) or pass an ``rng`` per call.
 
     Returns (FloatTensor [3, crop_h, crop_w], LongTensor [crop_h, crop_w]). The call is
     :meth:`draw` (the random parameters) followed by :meth:`apply_image` and
@@ -202,7 +202,7 @@ class TrainTransform:
 
     def __init__(self, crop_size: int | Sequence[int] = 368, scale_range: Sequence[float] = (0.5, 1.5),
                  flip_prob: float = 0.5, normalization: str = "caffe", ignore_index: int = IGNORE_INDEX,
-                 generator: Generator = None):
+                 rng: RandomStream = None):
         if normalization not in NORMALIZATIONS:
             raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
         low, high = (float(scale_range[0]), float(scale_range[1]))
@@ -213,20 +213,20 @@ class TrainTransform:
         self.flip_prob = float(flip_prob)
         self.normalization = normalization
         self.ignore_index = int(ignore_index)
-        self.generator = generator
+        self.rng = rng
 
-    def __call__(self, image, label, generator: Generator = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image, label, rng: RandomStream = None) -> tuple[torch.Tensor, torch.Tensor]:
         image_t = normalize_image(image, self.normalization)  # [3, H, W]
         label_t = _as_label_tensor(label)  # [H, W]
         if tuple(image_t.shape[-2:]) != tuple(label_t.shape):
             raise ValueError(f"image {tuple(image_t.shape[-2:])} and label {tuple(label_t.shape)} sizes differ")
-        augmentation = self.draw(*label_t.shape, generator=generator)
+        augmentation = self.draw(*label_t.shape, rng=rng)
         return self.apply_image(image_t, augmentation), self.apply_label(label_t, augmentation)
 
-    def draw(self, height: int, width: int, generator: Generator = None) -> "CropAugmentation":
+    def draw(self, height: int, width: int, rng: RandomStream = None) -> "CropAugmentation":
         """The random parameters of one call for an image of ``height`` x ``width``, drawn
         in the order ``__call__`` draws them (scale, top, left, flip)."""
-        draws = _Draws(generator if generator is not None else self.generator)
+        draws = _Draws(rng if rng is not None else self.rng)
         scale = draws.uniform(*self.scale_range)
         scaled = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
         crop_h, crop_w = self.crop_size
@@ -285,7 +285,7 @@ class TestTransform:
         self.normalization = normalization
         self.warp_label = bool(warp_label)
 
-    def __call__(self, image, label, generator: Generator = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image, label, rng: RandomStream = None) -> tuple[torch.Tensor, torch.Tensor]:
         label_t = _as_label_tensor(label)
         if tuple(np.shape(image)[:2]) != tuple(label_t.shape):
             raise ValueError(f"image {tuple(np.shape(image)[:2])} and label {tuple(label_t.shape)} sizes differ")

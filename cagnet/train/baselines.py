@@ -3,7 +3,7 @@
 The models are in :mod:`cagnet.models.baselines`. Every routine reads the architecture from
 ``config.model`` (with the dataset's class counts and embedding size), the data from
 ``config.data`` (the same augmented, seeded batch order as CaGNet's training,
-:mod:`cagnet.train.data`), runs on ``config.runtime.device`` with ``config.runtime.num_threads``
+:mod:`cagnet.train.batches`), runs on ``config.runtime.device`` with ``config.runtime.num_threads``
 torch threads when set, and is deterministic for a given ``seed`` (default
 ``config.runtime.seed``) on the same hardware and thread count. Labels are nearest-resized to
 the feature grid, as in CaGNet's step 1; batches without a labelled pixel there are skipped.
@@ -67,19 +67,19 @@ from torch import nn
 
 from cagnet.config import ScheduleConfig, TrainConfig
 from cagnet.data.datasets import DatasetInfo, SegmentationDataset
-from cagnet.data.transforms import TestTransform, resize_labels
+from cagnet.data.transforms import IGNORE_INDEX, TestTransform, resize_labels
 from cagnet.errors import ConfigError, DatasetError
-from cagnet.losses import IGNORE_INDEX, classification_loss, mmd_loss
+from cagnet.losses import classification_loss, mmd_loss
 from cagnet.models.baselines import SPNet, ZS3Net
 from cagnet.models.cagnet import ModelConfig, model_config
-from cagnet.runtime import torch_threads
-from cagnet.train.data import (BatchStream, class_embedding_table, mix_seed, prepare_dataset, training_dataset,
-                               training_loader)
+from cagnet.runtime import autocast_context, seed_everything, torch_threads
+from cagnet.train.batches import BatchStream, mix_seed, training_loader
+from cagnet.train.loading import class_embedding_table, prepare_dataset, training_dataset
 from cagnet.train.distributed import resolve_device
-from cagnet.train.engine import NonFiniteLossError, seed_everything
+from cagnet.train.engine import NonFiniteLossError
 from cagnet.train.optim import poly_factor, step_decay_factor
 from cagnet.train.self_training import self_training_labels
-from cagnet.train.steps import autocast_context, feature_grid, has_labelled_pixels, pseudo_labels
+from cagnet.train.steps import feature_grid, has_labelled_pixels, pseudo_labels
 
 #: Consecutive batches without a labelled pixel on the feature grid after which training stops.
 MAX_CONSECUTIVE_SKIPS = 50

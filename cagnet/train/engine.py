@@ -8,18 +8,9 @@
 ``st_mixed``  iterations (:func:`cagnet.train.steps.step2`), repeated, starting with ``first``;
 ``st``        self-training: pseudo-labels for ignored pixels, then step 1 on them.
 
-A run folder (default ``runs/<config name>/<schedule>``) receives:
-
-``config.yaml``       the resolved configuration
-``log.jsonl``         one JSON object per iteration: every loss (mean over processes),
-                      learning rates, step kind, seconds (wall time per iteration, averaged
-                      over the iterations between two checks); written in blocks, at each check
-``eval.jsonl``        GZSL scores of the periodic and final evaluations on ``data.eval_split``
-                      (the validation split of the embedded benchmark, the test split of the
-                      original datasets)
-``checkpoint.pt``     the latest checkpoint (:mod:`cagnet.train.checkpoint`), replaced
-                      atomically every ``checkpoint_interval`` iterations and at the end
-``loss_curves.png``, ``eval_curves.png``, ``predictions.png``   figures
+A run folder (default ``runs/<config name>/<schedule>``) receives the resolved configuration,
+a log of every iteration, the scores of every evaluation, the latest checkpoint and figures
+(:mod:`cagnet.train.runs`).
 
 ``--resume`` continues from ``checkpoint.pt`` exactly: model, optimiser states, gradient
 scaler, RNG states of every process and the data position are restored, so an interrupted
@@ -40,41 +31,35 @@ written from weights updated by a non-finite loss (nor from non-finite weights).
 
 Iterations whose batch has no labelled pixel on some feature grid are skipped without
 counting, as in the original.
-
-:func:`finished_run` tells whether a run folder already holds the finished run of a config's
-recipe (:func:`run_recipe`: what decides the weights), so that notebooks and scripts reuse
-it instead of training again.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
-from cagnet.config import SCHEDULE_NAMES, TrainConfig, to_dict
+from cagnet.config import TrainConfig
+from cagnet.config_io import to_dict
 from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError
-from cagnet.losses import IGNORE_INDEX
-from cagnet.models import build_cagnet, check_input_normalization, load_checkpoint
+from cagnet.models import check_input_normalization, load_checkpoint
 from cagnet.models.backbone import NOMINAL_INPUT_STD, stable_random_init
-from cagnet.runtime import copy_to_device, cudnn_autotune, torch_threads
+from cagnet.runtime import copy_to_device, cudnn_autotune, seed_everything, torch_threads
 from cagnet.train import checkpoint as ckpt
-from cagnet.train.data import (class_embedding_table, evaluation_dataset, mix_seed, prepare_dataset,
-                               resolve_eval_split, training_batches, training_dataset)
+from cagnet.train.batches import mix_seed, training_batches
+from cagnet.train.loading import (build_model, evaluation_dataset, prepare_dataset, resolve_eval_split,
+                                  training_dataset)
 from cagnet.train.distributed import (DistContext, all_reduce_mean, any_process, barrier, gather_objects,
-                                      resolve_device, setup_distributed, sync_buffers, teardown_distributed,
-                                      wrap_parts)
+                                      setup_distributed, sync_buffers, teardown_distributed, wrap_parts)
 from cagnet.train.optim import apply_learning_rates, build_optimizers
+from cagnet.train.runs import JsonLines, default_out_dir, truncate_after, write_run_figures
 from cagnet.train import steps
 
 #: Consecutive batches without labelled pixels after which training gives up.
@@ -129,10 +114,6 @@ def step_kind(schedule: str, config, iteration: int) -> str:
     return "step2" if cycle < config.interval_step2 else "step1"
 
 
-def default_out_dir(config: TrainConfig, schedule: str) -> Path:
-    return Path("runs") / config.name / schedule
-
-
 def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
@@ -141,46 +122,6 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
                 return found
         return None
     return None if a == b else where or "<root>"
-
-
-class _JsonLines:
-    """Append-only JSON-lines file (one flush per record, so a crash loses at most one)."""
-
-    def __init__(self, path: Path, truncate: bool) -> None:
-        self.path = path
-        self.stream = open(path, "w" if truncate else "a", encoding="utf-8")
-
-    def write(self, record: dict) -> None:
-        self.write_many([record])
-
-    def write_many(self, records: list[dict]) -> None:
-        if records:
-            self.stream.write("".join(json.dumps(record, allow_nan=True) + "\n" for record in records))
-            self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.close()
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a ``log.jsonl`` / ``eval.jsonl`` file (empty list when missing)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _truncate_after(path: Path, iteration: int) -> None:
-    """Drop records past ``iteration`` (written after the checkpoint a run resumes from)."""
-    kept = [r for r in read_jsonl(path) if r.get("iteration", 0) <= iteration]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators with ``seed``."""
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -241,8 +182,7 @@ class Trainer:
         if self.schedule_name == "st" and sched.top_p > num_outputs:   # only self-training ranks classes
             raise ConfigError(f"schedules.{self.schedule_name}.top_p: {sched.top_p} exceeds the "
                               f"{num_outputs} classifier outputs")
-        self.model = build_cagnet(cfg.model, class_embeddings=class_embedding_table(cfg, info),
-                                  num_seen=info.num_seen, num_unseen=info.num_unseen)
+        self.model = build_model(cfg, info)
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.out_dir / ckpt.CHECKPOINT_NAME
@@ -312,12 +252,12 @@ class Trainer:
             fresh = payload is None
             if not fresh:
                 for name in ("log.jsonl", "eval.jsonl"):
-                    _truncate_after(self.out_dir / name, self.iteration)
+                    truncate_after(self.out_dir / name, self.iteration)
             elif self.checkpoint_path.is_file():
                 self.say(f"note: starting a new run in {self.out_dir}; its checkpoint will be replaced "
                          "(use --resume to continue it)")
-            self.log = _JsonLines(self.out_dir / "log.jsonl", truncate=fresh)
-            self.eval_log = _JsonLines(self.out_dir / "eval.jsonl", truncate=fresh)
+            self.log = JsonLines(self.out_dir / "log.jsonl", truncate=fresh)
+            self.eval_log = JsonLines(self.out_dir / "eval.jsonl", truncate=fresh)
         else:
             self.log = self.eval_log = None
 
@@ -581,30 +521,9 @@ class Trainer:
 
     def write_figures(self) -> None:
         """``loss_curves.png``, ``eval_curves.png`` and ``predictions.png`` (rank 0)."""
-        from cagnet.data.transforms import denormalize_image
-        from cagnet.evaluate import predict_labels, predict_logits
-        from cagnet import viz
-
-        figures = {"loss_curves.png": viz.plot_loss_curves(read_jsonl(self.out_dir / "log.jsonl"))}
-        evaluations = read_jsonl(self.out_dir / "eval.jsonl")
-        if evaluations:
-            figures["eval_curves.png"] = viz.plot_eval_curves(evaluations)
-        count = min(self.runtime.sample_images, len(self.eval_set))
-        if count:
-            images, labels, predictions = [], [], []
-            num_classes = self.info.num_seen + self.info.num_unseen
-            for index in range(count):
-                sample = self.eval_set[index]
-                logits = predict_logits(self.model, sample["image"][None].to(self.ctx.device), self.amp)
-                predictions.append(predict_labels(logits, num_classes, sample["image"].shape[-2:])[0].cpu().numpy())
-                images.append(denormalize_image(sample["image"], self.config.data.normalization))
-                labels.append(sample["label"].numpy())
-            self._set_train_mode()
-            figures["predictions.png"] = viz.plot_predictions(images, labels, predictions,
-                                                                self.info.eval_class_names, self.info.num_seen,
-                                                                IGNORE_INDEX)
-        for name, figure in figures.items():
-            figure.savefig(self.out_dir / name, dpi=90)
+        write_run_figures(self.out_dir, self.model, self.eval_set, self.info, self.config.data.normalization,
+                          self.ctx.device, self.amp, self.runtime.sample_images)
+        self._set_train_mode()
 
 
 def train(config: TrainConfig, schedule: str = "step1", out_dir: str | Path | None = None, *,
@@ -630,80 +549,10 @@ def train(config: TrainConfig, schedule: str = "step1", out_dir: str | Path | No
                    progress=progress, verbose=verbose).run()
 
 
-# ------------------------------------------------------------------------------ finished runs
-def run_recipe(config_data: Mapping[str, Any], schedule: str) -> dict[str, Any]:
-    """What decides the weights of a run of ``schedule``, as plain data.
+# Compatibility: names that moved to cagnet.train.runs (and seed_everything, imported above, to
+# cagnet.runtime) and that code outside the package still imports from here (cagnet.methods,
+# cagnet.pretrain, notebooks 04 and 05); import them from their new modules.
+from cagnet.train.runs import finished_run, load_run_model, read_jsonl, run_recipe  # noqa: E402
 
-    ``config_data`` is a configuration as plain data (:func:`cagnet.config.to_dict` of a
-    :class:`~cagnet.config.TrainConfig`, or the ``config`` of a training checkpoint). The
-    recipe is that configuration without its ``runtime`` settings (device, threads, logging
-    intervals: they do not change what is learnt) and without ``data.preload`` (the same batches
-    either way), but with ``runtime.seed`` (as ``seed``),
-    and with the schedules of the chain up to ``schedule`` only (``step1`` -> ``mixed`` ->
-    ``st`` -> ``st_mixed``; a run also depends on the runs it starts from, not on later ones).
-    """
-    if schedule not in SCHEDULE_NAMES:
-        raise ConfigError(f"unknown schedule {schedule!r} (expected one of {', '.join(SCHEDULE_NAMES)})")
-    chain = SCHEDULE_NAMES[:SCHEDULE_NAMES.index(schedule) + 1]
-    recipe = {key: value for key, value in config_data.items() if key not in ("runtime", "schedules")}
-    if isinstance(recipe.get("data"), Mapping):  # where the batches are prepared, not which ones
-        recipe["data"] = {key: value for key, value in recipe["data"].items() if key != "preload"}
-    recipe["seed"] = (config_data.get("runtime") or {}).get("seed")
-    schedules = config_data.get("schedules") or {}
-    recipe["schedules"] = {name: schedules.get(name) for name in chain}
-    return recipe
-
-
-def finished_run(folder: str | Path, schedule: str, config: TrainConfig) -> bool:
-    """True when ``folder`` holds a finished run of ``schedule`` with the recipe of ``config``.
-
-    Finished: ``checkpoint.pt`` is a training checkpoint of ``schedule`` at the schedule's
-    last iteration, ``eval.jsonl`` ends with the final evaluation of that iteration, and the
-    checkpoint's configuration has the same :func:`run_recipe` as ``config`` (runtime
-    settings other than the seed may differ). A missing or unreadable checkpoint is not a
-    finished run. Whether the run it started from (``init_from``) was replaced since is not
-    checked.
-    """
-    folder = Path(folder)
-    path = folder / ckpt.CHECKPOINT_NAME
-    if not path.is_file():
-        return False
-    try:
-        saved = ckpt.load_training_checkpoint(path)
-    except CheckpointError:
-        return False
-    iterations = config.schedule(schedule).iterations
-    evaluations = read_jsonl(folder / "eval.jsonl")
-    return (saved.get("schedule") == schedule and saved.get("iteration") == iterations
-            and bool(evaluations) and evaluations[-1].get("iteration") == iterations
-            and run_recipe(saved.get("config") or {}, schedule) == run_recipe(to_dict(config), schedule))
-
-
-def current_run(runs_root: str | Path, schedule: str, config: TrainConfig) -> bool:
-    """True when ``runs_root/<schedule>`` holds a :func:`finished_run` of ``config``'s recipe
-    that is not older than the run it started from (``runs_root/<init_from>``, when the
-    schedule has one): a run whose starting point was trained again since is out of date."""
-    runs_root = Path(runs_root)
-    folder = runs_root / schedule
-    if not finished_run(folder, schedule, config):
-        return False
-    upstream = config.schedule(schedule).init_from
-    if upstream is None:
-        return True
-    upstream_checkpoint = runs_root / upstream / ckpt.CHECKPOINT_NAME
-    return (upstream_checkpoint.is_file()
-            and (folder / ckpt.CHECKPOINT_NAME).stat().st_mtime >= upstream_checkpoint.stat().st_mtime)
-
-
-def load_run_model(folder: str | Path, config: TrainConfig, device: torch.device | str | None = None
-                   ) -> torch.nn.Module:
-    """The :class:`~cagnet.models.CaGNet` of a run folder's ``checkpoint.pt`` (built from
-    ``config``'s model and class embeddings), in eval mode on ``device`` (a torch.device, or a
-    ``runtime.device`` string such as ``auto``; default: the config's ``runtime.device``)."""
-    info = prepare_dataset(config)
-    model = build_cagnet(config.model, class_embeddings=class_embedding_table(config, info),
-                         num_seen=info.num_seen, num_unseen=info.num_unseen)
-    load_checkpoint(model, Path(folder) / ckpt.CHECKPOINT_NAME)
-    if device is None:
-        device = config.runtime.device
-    return model.to(device if isinstance(device, torch.device) else resolve_device(device)).eval()
+__all__ = ["MAX_CONSECUTIVE_SKIPS", "NonFiniteLossError", "TrainResult", "Trainer", "step_kind", "train",
+           "finished_run", "load_run_model", "read_jsonl", "run_recipe", "seed_everything"]

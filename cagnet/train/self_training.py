@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-IGNORE_INDEX = 255
+from cagnet.data.transforms import IGNORE_INDEX
 
 
 def self_training_labels(scores: torch.Tensor, labels: torch.Tensor,

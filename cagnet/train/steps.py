@@ -43,17 +43,16 @@ that all its parameters get a gradient, as DistributedDataParallel requires.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from cagnet.config import LossWeights
-from cagnet.data.transforms import resize_labels
+from cagnet.data.transforms import IGNORE_INDEX, resize_labels
 from cagnet.evaluate import predict_logits
-from cagnet.losses import (IGNORE_INDEX, classification_loss, discriminator_gan_loss, generator_gan_loss,
-                           mmd_loss)
+from cagnet.losses import classification_loss, discriminator_gan_loss, generator_gan_loss, mmd_loss
+from cagnet.runtime import autocast_context
 from cagnet.train.distributed import TrainedParts
 from cagnet.train.self_training import self_training_labels
 
@@ -154,14 +153,6 @@ def generator_embeddings(model: nn.Module, labels: torch.Tensor, unseen_embeddin
     known = labels != IGNORE_INDEX
     embedded = model.embed_labels(torch.where(known, labels, torch.zeros_like(labels)), "all")
     return embedded * known[:, None].to(embedded.dtype)
-
-
-def autocast_context(device: torch.device, amp: str):
-    """Autocast for ``amp`` in (``bf16``, ``fp16``); a no-op context for ``none``."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------ step 1

@@ -1,4 +1,4 @@
-"""Training data: the resumable, sharded batch order and the two ways of making batches
+"""Training batches: the resumable, sharded batch order and the two ways of making batches
 (preloaded on the training device, or a DataLoader) that give the same batches."""
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from cagnet.config import load_train_config
-from cagnet.train import data as train_data
-from cagnet.train.data import (PreloadedLoader, PreloadedTrainingSet, ResumableBatchSampler, SeededAugmentation,
-                               prepare_dataset, training_batches, training_dataset)
+from cagnet.train import batches as train_batches
+from cagnet.train.batches import (PreloadedLoader, PreloadedTrainingSet, ResumableBatchSampler, SeededAugmentation,
+                                  training_batches)
+from cagnet.train.loading import prepare_dataset, training_dataset
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -60,7 +61,7 @@ def test_preload_decision_follows_the_size_limit(tiny_train_overrides, monkeypat
     dataset = _dataset(tiny_train_overrides, 48)
     assert PreloadedTrainingSet.estimated_bytes(dataset) == 16 * 64 * 64 * 3
     assert isinstance(training_batches(dataset, 4, 0, seed=0).loader, PreloadedLoader)
-    monkeypatch.setattr(train_data, "PRELOAD_LIMIT_BYTES", 1000)
+    monkeypatch.setattr(train_batches, "PRELOAD_LIMIT_BYTES", 1000)
     assert isinstance(training_batches(dataset, 4, 0, seed=0).loader, torch.utils.data.DataLoader)
 
 

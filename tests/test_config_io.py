@@ -1,9 +1,10 @@
+"""Tests of cagnet.config_io: dataclass trees from plain data, overrides, YAML files."""
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
 
-from cagnet.config import apply_overrides, from_dict, parse_override, read_yaml, to_dict
+from cagnet.config_io import apply_overrides, from_dict, parse_override, read_yaml, to_dict
 from cagnet.errors import ConfigError
 
 

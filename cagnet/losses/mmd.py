@@ -1,17 +1,8 @@
-"""Losses of CaGNet: pixel classification, adversarial (several kinds), KL and MMD content loss.
-
-Shapes follow the segmentation convention: features and scores are ``[N, C, H, W]``, label maps
-and masks ``[N, H, W]`` on the same grid. A *labelled* pixel is one whose label is not
-``ignore_index`` (255). Every loss averages over labelled pixels only, and when no pixel is
-labelled it returns a zero that still carries a ``grad_fn`` (when an input requires grad), so a
-training step never sees NaN.
-
-All losses compute in float32 (or float64 when given float64), also under autocast, because
-distances, exponentials and logarithms lose too much precision in half precision.
-"""
+"""The MMD content loss of the generator: generated vs real pixel features, per run of equal
+labels, vectorised over runs bucketed by length, with an analytic backward pass
+(see :func:`mmd_loss`, and :func:`mmd_loss_loop` for the plain definition)."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -19,11 +10,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
-import torch.nn.functional as F
 
-from cagnet.runtime import copy_to_device
-
-IGNORE_INDEX = 255
+from cagnet.data.transforms import IGNORE_INDEX
+from cagnet.losses.common import zero_with_grad
+from cagnet.runtime import autocast_off, copy_to_device
 
 #: Kernel bandwidths of the original MMD content loss.
 MMD_BANDWIDTHS: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 40.0, 60.0)
@@ -41,228 +31,7 @@ class MMDTiling:
 #: cache), a GPU for kernel launches (coarse buckets, a bucket at once).
 MMD_TILING: dict[str, MMDTiling] = {"cpu": MMDTiling(1 << 16, 4), "cuda": MMDTiling(1 << 24, 1)}
 
-#: Gradient-penalty weight of WGAN-GP (config key ``lambda_D_gp``).
-GRADIENT_PENALTY_WEIGHT = 10.0
 
-#: The adversarial losses this module knows, and the discriminator output each one expects.
-GAN_KINDS: dict[str, str] = {
-    "lsgan": "sigmoid score in [0, 1] (L1 distance to the 0/1 target, as in the original)",
-    "ls": "sigmoid score in [0, 1] (squared distance to the 0/1 target)",
-    "gan": "sigmoid score in [0, 1], or the raw logit with logits=True (binary cross-entropy)",
-    "wgan-gp": "raw, unbounded critic output (no sigmoid)",
-}
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-def _no_autocast(device: torch.device):
-    """Context that switches autocast off on ``device`` (a no-op where autocast is unsupported)."""
-    try:
-        return torch.autocast(device_type=device.type, enabled=False)
-    except RuntimeError:  # device type without autocast support
-        return contextlib.nullcontext()
-
-
-def _full_precision(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` as float32 unless it already has at least float32 precision."""
-    if tensor.dtype in (torch.float32, torch.float64):
-        return tensor
-    return tensor.float()
-
-
-def _zero_with_grad(*tensors: torch.Tensor) -> torch.Tensor:
-    """A zero (float32 or wider) depending on ``tensors``: has a grad_fn if one requires grad."""
-    total = sum(_full_precision(t).sum() for t in tensors)
-    return total * 0.0
-
-
-def _check_mask(mask: torch.Tensor, values: torch.Tensor, name: str) -> None:
-    expected = (values.shape[0], *values.shape[2:])
-    if tuple(mask.shape) != expected:
-        raise ValueError(f"{name}: mask shape {tuple(mask.shape)} does not match "
-                         f"[N, H, W] = {list(expected)} of values {tuple(values.shape)}")
-
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``values`` [N, C, H, W] over the pixels where ``mask`` [N, H, W] is True and all C.
-
-    An empty mask gives a zero with a grad_fn instead of NaN.
-    """
-    if mask is None:
-        return values.mean()
-    _check_mask(mask, values, "masked mean")
-    weight = mask.to(values.dtype).unsqueeze(1)
-    count = weight.sum() * values.shape[1]
-    # clamp: an empty mask gives 0 / 1 = 0 (not 0 / 0), without a host-device sync
-    return (values * weight).sum() / count.clamp_min(1.0)
-
-
-# --------------------------------------------------------------------------------------------
-# classification and KL
-# --------------------------------------------------------------------------------------------
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor,
-                        ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Pixel-wise cross-entropy averaged over labelled pixels.
-
-    Args:
-        logits: [N, K, H, W] raw classifier outputs.
-        labels: [N, H, W] integer targets in 0..K-1, or ``ignore_index``.
-
-    Returns:
-        Scalar. Zero (with a grad_fn) when no pixel is labelled, where
-        ``F.cross_entropy(reduction="mean")`` would return NaN.
-    """
-    if logits.dim() != labels.dim() + 1 or logits.shape[0] != labels.shape[0] \
-            or logits.shape[2:] != labels.shape[1:]:
-        raise ValueError(f"classification_loss: logits {tuple(logits.shape)} and labels "
-                         f"{tuple(labels.shape)} are not [N, K, H, W] and [N, H, W]")
-    with _no_autocast(logits.device):
-        summed = F.cross_entropy(_full_precision(logits), labels.long(),
-                                 ignore_index=ignore_index, reduction="sum")
-    count = (labels != ignore_index).sum()
-    return summed / count.clamp_min(1).to(summed.dtype)
-
-
-def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor,
-                  labelled_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """KL divergence of N(mu, exp(logvar)) from N(0, I), averaged over labelled pixels x channels.
-
-    ``-0.5 * sum(1 + logvar - mu^2 - exp(logvar)) / (labelled pixels * C)``; 0 when no pixel
-    is labelled.
-
-    Args:
-        mu, logvar: [N, C, H, W] contextual latent mean and log-variance.
-        labelled_mask: [N, H, W] bool on the same grid, True where the pixel is labelled;
-            None = every pixel.
-
-    Returns a float32 scalar (computed in full precision also under autocast).
-    """
-    if mu.shape != logvar.shape:
-        raise ValueError(f"kl_divergence: mu {tuple(mu.shape)} and logvar "
-                         f"{tuple(logvar.shape)} differ in shape")
-    with _no_autocast(mu.device):
-        mu, logvar = _full_precision(mu), _full_precision(logvar)
-        if labelled_mask is None:
-            return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).mean()
-        _check_mask(labelled_mask, mu, "kl_divergence")
-        selected = labelled_mask.bool()[:, None].expand_as(mu)
-        # select the inputs, not the terms: an overflow of exp() at an unlabelled pixel then
-        # gives neither a NaN value nor a NaN gradient; unselected entries add 1 + 0 - 0 - 1 = 0
-        zero = torch.zeros_like(mu)
-        mu = torch.where(selected, mu, zero)
-        logvar = torch.where(selected, logvar, zero)
-        total = (1.0 + logvar - mu.pow(2) - logvar.exp()).sum()
-        count = selected.sum().to(total.dtype)
-        # clamp instead of an if on count: no host-device sync, same graph either way
-        return -0.5 * total / count.clamp_min(1.0)
-
-
-# --------------------------------------------------------------------------------------------
-# adversarial losses
-# --------------------------------------------------------------------------------------------
-def gan_loss(prediction: torch.Tensor, target_is_real: bool, kind: str = "lsgan",
-             mask: torch.Tensor | None = None, logits: bool = False) -> torch.Tensor:
-    """Adversarial loss of discriminator outputs against an all-real or all-fake target.
-
-    Args:
-        prediction: [N, 1, H, W] discriminator output per pixel; what it must be depends on
-            ``kind`` (see ``GAN_KINDS``).
-        target_is_real: True for target 1 ("real"), False for target 0 ("fake").
-        kind:
-            - ``"lsgan"``: ``|score - target|`` (an L1 loss). This is what the original's config
-              value ``lsgan`` computes, despite its name; kept under that name for fidelity.
-            - ``"ls"``: ``(score - target)^2``, the least-squares GAN loss the name suggests.
-            - ``"gan"``: binary cross-entropy. Pass the raw logit with ``logits=True`` (stable);
-              a sigmoid score is accepted too, its log is then bounded as in
-              ``F.binary_cross_entropy``.
-            - ``"wgan-gp"``: Wasserstein critic loss, ``-critic`` for real and ``+critic`` for
-              fake; add ``gradient_penalty`` to the critic's loss.
-        mask: [N, H, W] bool, True where a pixel counts (labelled); None = every pixel.
-        logits: only for ``"gan"``: ``prediction`` holds logits instead of sigmoid scores.
-
-    Returns:
-        Scalar averaged over the masked pixels (zero with a grad_fn when the mask is empty).
-    """
-    if kind not in GAN_KINDS:
-        raise ValueError(f"gan_loss: unknown kind {kind!r} (expected one of {sorted(GAN_KINDS)})")
-    if logits and kind != "gan":
-        raise ValueError(f"gan_loss: logits=True only applies to kind 'gan', not {kind!r}")
-    with _no_autocast(prediction.device):
-        prediction = _full_precision(prediction)
-        target_value = 1.0 if target_is_real else 0.0
-        if kind == "wgan-gp":
-            per_pixel = -prediction if target_is_real else prediction
-        elif kind == "lsgan":
-            per_pixel = (prediction - target_value).abs()
-        elif kind == "ls":
-            per_pixel = (prediction - target_value).pow(2)
-        else:
-            target = torch.full_like(prediction, target_value)
-            if logits:
-                per_pixel = F.binary_cross_entropy_with_logits(prediction, target,
-                                                               reduction="none")
-            else:
-                per_pixel = F.binary_cross_entropy(prediction, target, reduction="none")
-        return _masked_mean(per_pixel, mask)
-
-
-def discriminator_gan_loss(real_prediction: torch.Tensor, fake_prediction: torch.Tensor,
-                           kind: str = "lsgan", mask: torch.Tensor | None = None,
-                           logits: bool = False) -> torch.Tensor:
-    """Discriminator's adversarial loss: real features -> "real", generated ones -> "fake".
-
-    ``real_prediction`` and ``fake_prediction`` are [N, 1, H, W] outputs on real and generated
-    features. For ``"wgan-gp"`` add ``gradient_penalty(critic, real, fake, mask)``.
-    """
-    return (gan_loss(real_prediction, True, kind, mask, logits)
-            + gan_loss(fake_prediction, False, kind, mask, logits))
-
-
-def generator_gan_loss(fake_prediction: torch.Tensor, kind: str = "lsgan",
-                       mask: torch.Tensor | None = None, logits: bool = False) -> torch.Tensor:
-    """Generator's adversarial loss: its features should be judged "real"."""
-    return gan_loss(fake_prediction, True, kind, mask, logits)
-
-
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor,
-                     mask: torch.Tensor | None = None,
-                     weight: float = GRADIENT_PENALTY_WEIGHT,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """WGAN-GP gradient penalty ``weight * mean((||grad critic(x_hat)||_2 - 1)^2)``.
-
-    The critic acts on each pixel's feature vector (1x1 convolutions), so each pixel is one
-    sample: ``x_hat = a * real + (1 - a) * fake`` with one uniform ``a`` per pixel, the gradient
-    norm is taken over the C channels of each pixel, and the penalty is averaged over the masked
-    pixels. (The original took one norm over a whole image's gradient, which for a per-pixel
-    critic grows with the image size; the per-pixel norm is the Lipschitz constraint intended.)
-
-    Args:
-        critic: callable mapping [N, C, H, W] features to [N, 1, H, W] raw critic values.
-        real, fake: [N, C, H, W] features; ``fake`` is normally detached by the caller.
-        mask: [N, H, W] bool, pixels that count; None = all.
-        weight: the penalty coefficient lambda (10 in the original configs).
-        generator: optional random generator for the interpolation weights (on real's device).
-    """
-    if real.shape != fake.shape:
-        raise ValueError(f"gradient_penalty: real {tuple(real.shape)} and fake "
-                         f"{tuple(fake.shape)} differ in shape")
-    alpha_shape = (real.shape[0], 1, *real.shape[2:])
-    alpha = torch.rand(alpha_shape, device=real.device, dtype=real.dtype, generator=generator)
-    interpolated = (alpha * real.detach() + (1.0 - alpha) * fake.detach()).requires_grad_(True)
-    with torch.enable_grad():
-        scores = critic(interpolated)
-        (gradients,) = torch.autograd.grad(scores.sum(), interpolated, create_graph=True)
-    with _no_autocast(real.device):
-        gradients = _full_precision(gradients)
-        # epsilon inside the sqrt keeps the penalty's own gradient finite at a zero gradient
-        norms = (gradients.pow(2).sum(dim=1, keepdim=True) + 1e-12).sqrt()
-        return weight * _masked_mean((norms - 1.0).pow(2), mask)
-
-
-# --------------------------------------------------------------------------------------------
-# MMD content loss
-# --------------------------------------------------------------------------------------------
 def _run_layout(run_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Runs of consecutive equal values in a 1-D tensor.
 
@@ -568,7 +337,7 @@ class _BucketedMMD(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_statistic):
         # a backward() called inside an autocast region must not downcast these products
-        with _no_autocast(grad_statistic.device):
+        with autocast_off(grad_statistic.device):
             return _BucketedMMD._backward(ctx, grad_statistic)
 
     @staticmethod
@@ -699,11 +468,11 @@ def mmd_loss(predict: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
     compute_dtype = torch.promote_types(predict.dtype, torch.float32)
     layout = _run_buckets(labels, ignore_index, compute_dtype, tiling.buckets_per_octave)
     if layout is None:
-        return _zero_with_grad(predict, target)
+        return zero_with_grad(predict, target)
     device = predict.device
     layout = _RunBuckets(copy_to_device(layout.gather, device), copy_to_device(layout.scatter, device),
                          copy_to_device(layout.weight, device), layout.shapes, layout.num_runs)
-    with _no_autocast(device):
+    with autocast_off(device):
         statistic = _BucketedMMD.apply(predict, target, layout, _KernelSum(bandwidths), tiling)
         positive = statistic > 0
         # sqrt only where positive: a where() over sqrt(0) would back-propagate 0 * inf = NaN

@@ -1,0 +1,46 @@
+"""Figures for the notebooks.
+
+Pure functions: they return a matplotlib ``Figure`` or a numpy array and never call
+``plt.show()``; the caller displays or saves the result. One class palette colours every
+figure (:func:`class_palette`); label maps mark ignored pixels with ``ignore_index``
+(:data:`cagnet.data.IGNORE_INDEX`), drawn in :data:`IGNORE_COLOUR`.
+
+Every figure is a name of this package (``viz.plot_samples(...)``), drawn by one of its modules:
+
+Modules
+-------
+``masks``        the class palette, label maps as colours, overlays on images
+``legends``      class legends that fit their figure, unseen classes marked
+``dataset``      sample grids, class pixel shares, embedding similarities, class swatches
+``features``     maps on the feature grid, many channels as colour, receptive fields, feature projections
+``training``     training curves, a run's losses and scores, predictions of a run
+``evaluation``   overlays with legends, confusion heatmap, per-class IoU, calibration sweep, method panels
+``pipeline``     the CaGNet pipeline diagram
+
+The numbers behind some figures live with what they measure: :func:`cagnet.analysis.fit_pca`
+and :func:`cagnet.analysis.moving_average`, :func:`cagnet.metrics.per_image_iou`,
+:func:`cagnet.data.cosine_similarity`, :func:`cagnet.data.class_pixel_counts`.
+"""
+from cagnet.viz.dataset import plot_class_pixel_stats, plot_class_swatches, plot_embedding_similarity, plot_samples
+from cagnet.viz.evaluation import (overlay_with_legend, plot_calibration_sweep, plot_class_iou, plot_confusion_matrix,
+                                   plot_method_panels)
+from cagnet.viz.features import channels_to_rgb, plot_feature_projection, plot_receptive_fields, plot_spatial_maps
+from cagnet.viz.masks import COLOUR_WORDS, IGNORE_COLOUR, class_palette, colorize_mask, colour_word, overlay_mask
+from cagnet.viz.pipeline import plot_pipeline
+from cagnet.viz.training import LOSS_PANELS, plot_eval_curves, plot_loss_curves, plot_predictions, plot_training_curves
+
+# Not figures, kept under cagnet.viz because the notebooks call them as viz.fit_pca,
+# viz.cosine_similarity and viz.class_pixel_counts; their modules are named above.
+from cagnet.analysis import fit_pca  # noqa: E402
+from cagnet.data.datasets import class_pixel_counts  # noqa: E402
+from cagnet.data.embeddings import cosine_similarity  # noqa: E402
+
+__all__ = [
+    "plot_class_pixel_stats", "plot_class_swatches", "plot_embedding_similarity", "plot_samples",
+    "overlay_with_legend", "plot_calibration_sweep", "plot_class_iou", "plot_confusion_matrix", "plot_method_panels",
+    "channels_to_rgb", "plot_feature_projection", "plot_receptive_fields", "plot_spatial_maps",
+    "COLOUR_WORDS", "IGNORE_COLOUR", "class_palette", "colorize_mask", "colour_word", "overlay_mask",
+    "plot_pipeline",
+    "LOSS_PANELS", "plot_eval_curves", "plot_loss_curves", "plot_predictions", "plot_training_curves",
+    "fit_pca", "class_pixel_counts", "cosine_similarity",
+]
