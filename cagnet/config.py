@@ -461,12 +461,8 @@ def load_train_config(source: str | Path | Mapping[str, Any], overrides: list[st
     return train_config_from_dict(data)
 
 
-# Compatibility: code outside the package (cagnet.methods, cagnet.pretrain) still imports these
-# from here; import them from cagnet.config_io.
-from cagnet.config_io import to_dict  # noqa: E402
-
 __all__ = ["SCHEDULE_NAMES", "PACKAGED_CONFIGS", "DataConfig", "LrMultipliers", "OptimConfig", "LossConfig",
            "LossWeights", "StepDecay", "ScheduleConfig", "SchedulesConfig", "RuntimeConfig", "PretrainConfig",
            "TrainConfig", "train_config_from_dict", "packaged_config_path", "resolve_config_source",
            "load_train_config", "SCHEDULE_KEYS_READ_BY", "unread_schedule_keys", "check_unread_schedule_keys",
-           "apply_overrides", "to_dict"]
+           "apply_overrides"]

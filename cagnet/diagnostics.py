@@ -45,11 +45,11 @@ def context_diagnostics(model: torch.nn.Module, dataset, info: DatasetInfo, *, l
             left there.
         dataset: a scored split (items ``{"image": [3,H,W], "label": [H,W]}`` with evaluation
             labels: seen 0..S-1, unseen S..S+U-1, 255 ignored), e.g.
-            :func:`cagnet.train.data.evaluation_dataset`.
+            :func:`cagnet.train.loading.evaluation_dataset`.
         info: the dataset's classes.
         limit: first N images only.
         generated_per_class: generated pixel features per class (latent ~ N(0, I)).
-        seed: the latent noise of the generated features (a private generator: the global RNG is
+        seed: the latent noise of the generated features (a private random stream: the global one is
             not touched).
 
     Returns a dict of floats:
@@ -121,9 +121,9 @@ def context_diagnostics(model: torch.nn.Module, dataset, info: DatasetInfo, *, l
 def _generated_accuracy(model: torch.nn.Module, num_seen: int, num_classes: int, per_class: int, seed: int,
                         device: torch.device) -> dict[str, float]:
     """Classifier accuracy on generated features of every class (latent ~ N(0, I), eval mode)."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    rng = torch.Generator(device="cpu").manual_seed(seed)
     labels = torch.arange(num_classes).repeat_interleave(per_class)                 # [K * n]
-    latent = torch.randn(1, model.config.feature_dim, 1, labels.numel(), generator=generator).to(device)
+    latent = torch.randn(1, model.config.feature_dim, 1, labels.numel(), generator=rng).to(device)
     embeddings = model.embed_labels(labels.view(1, 1, -1).to(device), "all")        # [1, E, 1, K * n]
     fake = model.generate(embeddings, latent)
     predicted = model.classify(fake)[0, :num_classes, 0].argmax(0).cpu()

@@ -6,7 +6,7 @@ ZS3Net, ZS3Net+ST, CaGNet and CaGNet+ST, and scores them on a split. The benchma
 split) and notebook 06 use it, so every method is trained the same way everywhere.
 
 Run folders live under ``runs_root`` and are named after what decides their weights: a short
-digest of the run's recipe (CaGNet: :func:`cagnet.train.engine.run_recipe`, the configuration
+digest of the run's recipe (CaGNet: :func:`cagnet.train.runs.run_recipe`, the configuration
 without its runtime settings, with the seed and the schedules up to the run's own; a baseline:
 :func:`cagnet.train.baselines.baseline_recipe`, the settings it reads). A folder that
 already holds the finished run of the same recipe is reused instead of trained again, so
@@ -50,7 +50,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from cagnet.config import TrainConfig, apply_overrides, to_dict, train_config_from_dict
+from cagnet.config import TrainConfig, train_config_from_dict
+from cagnet.config_io import apply_overrides, to_dict
 from cagnet.errors import ConfigError
 from cagnet.runtime import torch_threads
 
@@ -162,7 +163,7 @@ class MethodRuns:
                  held_out: int | None = None) -> None:
         from cagnet.data.datasets import has_split
         from cagnet.train.baselines import training_ids
-        from cagnet.train.data import evaluation_dataset, prepare_dataset
+        from cagnet.train.loading import evaluation_dataset, prepare_dataset
         from cagnet.train.distributed import resolve_device
 
         self.config = seed_config(config, seed)
@@ -194,7 +195,7 @@ class MethodRuns:
     # ------------------------------------------------------------------ CaGNet
     def cagnet_folder(self, schedule: str) -> Path:
         """The engine run folder of ``schedule`` for this configuration and seed."""
-        from cagnet.train.engine import run_recipe
+        from cagnet.train.runs import run_recipe
 
         return self.runs_root / "cagnet" / f"{schedule}-{recipe_digest(run_recipe(to_dict(self.config), schedule))}"
 
@@ -205,7 +206,8 @@ class MethodRuns:
         each from the previous one's checkpoint). ``retrain`` trains ``schedule`` itself again."""
         from cagnet.config import SCHEDULE_NAMES
         from cagnet.train.checkpoint import CHECKPOINT_NAME
-        from cagnet.train.engine import finished_run, train
+        from cagnet.train.engine import train
+        from cagnet.train.runs import finished_run
 
         previous = None
         for name in SCHEDULE_NAMES[:SCHEDULE_NAMES.index(schedule) + 1]:
@@ -219,7 +221,7 @@ class MethodRuns:
 
     def cagnet_model(self, schedule: str) -> torch.nn.Module:
         """The CaGNet model after ``schedule`` (:meth:`cagnet_run`), in eval mode on the device."""
-        from cagnet.train.engine import load_run_model
+        from cagnet.train.runs import load_run_model
 
         if schedule not in self.models:
             self.models[schedule] = load_run_model(self.cagnet_run(schedule), self.config, self.device)
@@ -300,7 +302,7 @@ class MethodRuns:
         and the oracle penalty / hIoU on the scored split."""
         from cagnet.evaluate import calibration_sweep, held_out_calibration
         from cagnet.train.baselines import held_out_dataset
-        from cagnet.train.data import evaluation_dataset
+        from cagnet.train.loading import evaluation_dataset
 
         model = self.spnet()
         cfg = self.config

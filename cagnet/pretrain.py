@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cagnet.config import PretrainConfig, TrainConfig, to_dict
+from cagnet.config import PretrainConfig, TrainConfig
+from cagnet.config_io import to_dict
 from cagnet.data.pretraining import (PRETRAIN_COLOURS, PRETRAIN_PATTERNS, PretrainingSceneConfig,
                                      generate_pretraining_set)
 from cagnet.data.transforms import normalize_image, resize_labels
@@ -49,7 +50,7 @@ from cagnet.files import atomic_write, atomic_write_text
 from cagnet.models.backbone import DeepLabV2
 from cagnet.models.cagnet import kaiming_init
 from cagnet.models.convert import project_to_original_key
-from cagnet.runtime import torch_threads
+from cagnet.runtime import seed_everything, torch_threads
 
 #: ``init_model`` value that names the config's pretrained backbone.
 PRETRAINED = "pretrained"
@@ -120,7 +121,7 @@ def recipe(config: TrainConfig) -> dict[str, Any]:
 
 def default_cache_dir() -> Path:
     """``data/pretrained`` of the project (beside the embedded benchmark)."""
-    from cagnet.tutorial import project_root
+    from cagnet.files import project_root
 
     return project_root() / "data" / "pretrained"
 
@@ -171,7 +172,6 @@ def pretrain_backbone(config: TrainConfig, out: str | Path | None = None, *, dev
     from tqdm.auto import tqdm
 
     from cagnet.train.distributed import resolve_device
-    from cagnet.train.engine import seed_everything
 
     settings = _require(config)
     path = Path(out) if out is not None else pretrained_path(config)
@@ -189,14 +189,14 @@ def pretrain_backbone(config: TrainConfig, out: str | Path | None = None, *, dev
         seed_everything(settings.seed)
         model = PretrainNet(config.model.backbone_blocks, config.model.base_width).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-        generator = torch.Generator().manual_seed(settings.seed)
+        rng = torch.Generator().manual_seed(settings.seed)
         model.train()
         bar = tqdm(range(settings.iterations), desc="pretraining", unit="it", disable=not progress)
         for iteration in bar:
             for group in optimizer.param_groups:  # poly decay, as the segmentation schedules
                 group["lr"] = settings.lr * (1 - iteration / settings.iterations) ** 0.9
-            index = torch.randint(settings.num_images, (settings.batch_size,), generator=generator)
-            flip = (torch.rand(settings.batch_size, generator=generator) < 0.5).view(-1, 1, 1)
+            index = torch.randint(settings.num_images, (settings.batch_size,), generator=rng)
+            flip = (torch.rand(settings.batch_size, generator=rng) < 0.5).view(-1, 1, 1)
             image = images[train][index]
             image = torch.where(flip[:, None], image.flip(-1), image).to(device, non_blocking=True)
             pattern = torch.where(flip, patterns[train][index].flip(-1), patterns[train][index])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cagnet.errors import ConfigError
+from cagnet.files import project_root
 
 BUDGET_VARIABLE = "CAGNET_BUDGET"
 BUDGETS: tuple[str, ...] = ("full", "smoke")
@@ -49,15 +50,6 @@ def smoke_overrides() -> list[str]:
                   for key, value in SMOKE_INTERVALS.items()]
     overrides += [f"pretrain.{key}={value}" for key, value in SMOKE_PRETRAIN.items()]
     return overrides
-
-
-def project_root() -> Path:
-    """The source checkout holding the package (the folder with ``pyproject.toml`` next to
-    ``cagnet/``), else the working directory (an installed package)."""
-    parent = Path(__file__).resolve().parents[1]
-    if (parent / "pyproject.toml").is_file() and (parent / "cagnet").is_dir():
-        return parent
-    return Path.cwd()
 
 
 def default_runs_root(config_name: str, budget: str) -> Path:
@@ -106,8 +98,8 @@ class Chapter:
 
     def dataset(self, split: str = "validation", warp_label: bool = True):
         """A scored split (images warped to ``data.test_size``):
-        :func:`cagnet.train.data.evaluation_dataset`."""
-        from cagnet.train.data import evaluation_dataset
+        :func:`cagnet.train.loading.evaluation_dataset`."""
+        from cagnet.train.loading import evaluation_dataset
 
         return evaluation_dataset(self.config, self.info, split, warp_label=warp_label)
 
@@ -150,7 +142,7 @@ def chapter(config: str = "tutorial", *, device: str | None = None, amp: str | N
 
     from cagnet.config import load_train_config
     from cagnet.methods import MethodRuns
-    from cagnet.train.data import prepare_dataset
+    from cagnet.train.loading import prepare_dataset
 
     budget = run_budget()
     values = [f"{key}={value}" for key, value in (("runtime.device", device), ("runtime.amp", amp),

@@ -204,7 +204,7 @@ def test_a_non_finite_loss_is_a_one_line_error(tiny_config, monkeypatch):
 
 
 def test_baseline_recipes_hold_what_the_baselines_read():
-    from cagnet.config import to_dict
+    from cagnet.config_io import to_dict
     from cagnet.train.baselines import baseline_recipe
 
     base = to_dict(load_train_config("tutorial"))

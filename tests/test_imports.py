@@ -18,14 +18,6 @@ import cagnet
 
 PACKAGE_DIR = Path(cagnet.__file__).resolve().parent
 
-#: Function-level imports in modules outside this test's reach that still close a circle, as
-#: (importer, imported); each must disappear from this list when its import is changed.
-PENDING_CIRCLES: set[tuple[str, str]] = {
-    ("cagnet.pretrain", "cagnet.train.engine"),   # seed_everything: import it from cagnet.runtime
-    ("cagnet.pretrain", "cagnet.tutorial"),       # project_root: import it from cagnet.files
-}
-
-
 def _module_names() -> dict[str, Path]:
     names = {}
     for path in PACKAGE_DIR.rglob("*.py"):
@@ -117,7 +109,4 @@ def test_no_circle_at_module_level():
 
 def test_no_circle_through_imports_in_functions():
     graph = import_graph(module_level=False)
-    for importer, imported in PENDING_CIRCLES:
-        assert imported in graph[importer], f"{importer} no longer imports {imported}: remove it from PENDING_CIRCLES"
-        graph[importer].discard(imported)
     assert find_circle(graph) is None

@@ -297,7 +297,13 @@ def test_bf16_autocast_training_run_on_cpu(tiny_train_overrides, tmp_path):
 def test_init_from_an_original_layout_checkpoint(tiny_train_overrides, tmp_path, capsys):
     from cagnet.models import save_original_checkpoint
 
-    config = _config(tiny_train_overrides, "schedules.step1.iterations=1", "runtime.sample_images=0")
+    # the original layout has no normalisation of h: the tutorial model with it cannot be written so
+    tutorial = build_cagnet(_config(tiny_train_overrides).model, num_seen=12, num_unseen=4, embedding_dim=100)
+    with pytest.raises(CheckpointError, match="semantic_norm.*no counterpart in the original layout"):
+        save_original_checkpoint(tutorial, tmp_path / "refused.pth")
+    assert not (tmp_path / "refused.pth").exists()
+    config = _config(tiny_train_overrides, "schedules.step1.iterations=1", "runtime.sample_images=0",
+                     "model.semantic_norm=none")
     source = build_cagnet(config.model, num_seen=12, num_unseen=4, embedding_dim=100)
     save_original_checkpoint(source, tmp_path / "original.pth", iteration=40000)
     train(config, "step1", tmp_path / "run", progress=False, verbose=True, init_model=tmp_path / "original.pth")

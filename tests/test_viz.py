@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from cagnet import analysis, viz
-from cagnet.data import class_pixel_counts, cosine_similarity
+from cagnet import viz
+from cagnet.data import class_pixel_counts
 from cagnet.data.synthetic import CLASS_NAMES, SEEN_IDS, UNSEEN_IDS
 
 
@@ -450,6 +450,7 @@ def test_plot_pipeline_draws_the_named_stages():
     fig.canvas.draw()
 
 
-def test_the_numbers_the_notebooks_take_from_viz_are_those_of_their_modules():
-    assert viz.fit_pca is analysis.fit_pca
-    assert viz.cosine_similarity is cosine_similarity and viz.class_pixel_counts is class_pixel_counts
+def test_viz_holds_figures_only():
+    # the numbers behind figures live with what they measure, not in cagnet.viz
+    for name in ("fit_pca", "cosine_similarity", "class_pixel_counts", "per_image_iou", "moving_average"):
+        assert not hasattr(viz, name), name

@@ -549,10 +549,4 @@ def train(config: TrainConfig, schedule: str = "step1", out_dir: str | Path | No
                    progress=progress, verbose=verbose).run()
 
 
-# Compatibility: names that moved to cagnet.train.runs (and seed_everything, imported above, to
-# cagnet.runtime) and that code outside the package still imports from here (cagnet.methods,
-# cagnet.pretrain, notebooks 04 and 05); import them from their new modules.
-from cagnet.train.runs import finished_run, load_run_model, read_jsonl, run_recipe  # noqa: E402
-
-__all__ = ["MAX_CONSECUTIVE_SKIPS", "NonFiniteLossError", "TrainResult", "Trainer", "step_kind", "train",
-           "finished_run", "load_run_model", "read_jsonl", "run_recipe", "seed_everything"]
+__all__ = ["MAX_CONSECUTIVE_SKIPS", "NonFiniteLossError", "TrainResult", "Trainer", "step_kind", "train"]

@@ -29,11 +29,6 @@ from cagnet.viz.masks import COLOUR_WORDS, IGNORE_COLOUR, class_palette, coloriz
 from cagnet.viz.pipeline import plot_pipeline
 from cagnet.viz.training import LOSS_PANELS, plot_eval_curves, plot_loss_curves, plot_predictions, plot_training_curves
 
-# Not figures, kept under cagnet.viz because the notebooks call them as viz.fit_pca,
-# viz.cosine_similarity and viz.class_pixel_counts; their modules are named above.
-from cagnet.analysis import fit_pca  # noqa: E402
-from cagnet.data.datasets import class_pixel_counts  # noqa: E402
-from cagnet.data.embeddings import cosine_similarity  # noqa: E402
 
 __all__ = [
     "plot_class_pixel_stats", "plot_class_swatches", "plot_embedding_similarity", "plot_samples",
@@ -42,5 +37,4 @@ __all__ = [
     "COLOUR_WORDS", "IGNORE_COLOUR", "class_palette", "colorize_mask", "colour_word", "overlay_mask",
     "plot_pipeline",
     "LOSS_PANELS", "plot_eval_curves", "plot_loss_curves", "plot_predictions", "plot_training_curves",
-    "fit_pca", "class_pixel_counts", "cosine_similarity",
 ]
