@@ -342,6 +342,7 @@ class TrainConfig:
             section = getattr(self.schedules, name)
             if section is not None:
                 section.check(f"schedules.{name}")
+        check_unread_schedule_keys(self)
 
     def schedule(self, name: str) -> ScheduleConfig:
         """The section of schedule ``name``; ConfigError when unknown or absent."""

@@ -256,8 +256,9 @@ def _ddp_worker(rank, world_size, port, overrides, schedule, out_dir, init_model
 @pytest.mark.parametrize("schedule", ["step1", "mixed"])
 def test_ddp_two_cpu_processes_keep_identical_parameters(tiny_train_overrides, tmp_path, schedule):
     overrides = [*tiny_train_overrides, "data.batch_size=2", "runtime.sample_images=0",
-                 f"schedules.{schedule}.iterations=3", f"schedules.{schedule}.interval_step1=1",
-                 f"schedules.{schedule}.interval_step2=1"]
+                 f"schedules.{schedule}.iterations=3"]
+    if schedule == "mixed":
+        overrides += ["schedules.mixed.interval_step1=1", "schedules.mixed.interval_step2=1"]
     init_model = None
     if schedule != "step1":
         init_model = str(_step1_checkpoint(tiny_train_overrides, tmp_path))

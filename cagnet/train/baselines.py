@@ -101,11 +101,18 @@ class BaselineBudget:
 #: Schedules whose settings a baseline reads (the CaGNet schedules its phases follow).
 BASELINE_SCHEDULES: dict[str, tuple[str, ...]] = {"spnet": ("step1",), "zs3net": ("step1", "mixed"),
                                                    "zs3net_st": ("step1", "mixed", "st", "st_mixed")}
-#: The fields of a schedule that the baselines read; loss weights, step intervals and the
-#: self-training embedding rule are CaGNet's own.
-_SCHEDULE_FIELDS = ("iterations", "init_model", "backbone_lr", "generator_lr", "discriminator_lr",
-                    "backbone_poly_every", "generator_decay", "discriminator_decay", "gen_unseen_rate", "top_p",
-                    "batch_size", "crop_size")
+#: The fields of each schedule that the baselines read: the segmentation phases follow step1 and
+#: st, the generator and classifier phases mixed and st_mixed. Loss weights, step intervals and
+#: the self-training embedding rule are CaGNet's own.
+_SEGMENTATION_FIELDS = ("iterations", "backbone_lr", "discriminator_lr", "discriminator_decay", "backbone_poly_every",
+                        "batch_size", "crop_size")
+_SCHEDULE_FIELDS: dict[str, tuple[str, ...]] = {
+    "step1": (*_SEGMENTATION_FIELDS, "init_model"),
+    "st": (*_SEGMENTATION_FIELDS, "top_p"),
+    "mixed": ("iterations", "generator_lr", "generator_decay", "discriminator_lr", "discriminator_decay",
+              "gen_unseen_rate", "batch_size", "crop_size"),
+}
+_SCHEDULE_FIELDS["st_mixed"] = _SCHEDULE_FIELDS["mixed"]
 #: The model fields the baselines read: the backbone's (the contextual module, the generator and
 #: the discriminator are CaGNet's own).
 _MODEL_FIELDS = ("backbone", "backbone_blocks", "base_width", "freeze_bn", "feature_dim", "aspp_dilations")
@@ -129,7 +136,7 @@ def baseline_recipe(config_data: Mapping[str, Any], name: str, held_out: int = 0
         "optim": config_data["optim"],
         "mmd_bandwidths": config_data["losses"]["mmd_bandwidths"],
         "pretrain": None if pretrain is None else {k: v for k, v in pretrain.items() if k != "cache_dir"},
-        "schedules": {s: {k: (schedules.get(s) or {}).get(k) for k in _SCHEDULE_FIELDS}
+        "schedules": {s: {k: (schedules.get(s) or {}).get(k) for k in _SCHEDULE_FIELDS[s]}
                       for s in BASELINE_SCHEDULES[name]},
     }
 
