@@ -38,6 +38,13 @@ def read_text(path: str | os.PathLike, what: str, error: type[CagnetError] = Cag
         raise error(f"{path}: cannot read {what} ({err})") from None
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(stream)`` on a temporary file next to ``path``, flush it to disk, then
     rename it to ``path`` (creating the folder). On any failure the temporary file is removed
@@ -46,6 +53,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes the file private; outputs get the usual mode
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
