@@ -65,3 +65,14 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
     index = np.arange(1, len(values) + 1)
     start = np.maximum(index - window, 0)
     return (cumulative[index] - cumulative[start]) / (index - start)
+
+
+def subsample_per_class(labels, count: int, num_classes: int, rng=None):
+    """Indices (LongTensor) of at most ``count`` random entries of each class 0..num_classes-1
+    of ``labels`` [P], drawn from the torch generator ``rng``; class by class, in random order
+    within a class. Used to draw as many points of every class in a projection."""
+    import torch
+
+    labels = torch.as_tensor(labels)
+    rows = [torch.nonzero(labels == c).squeeze(1) for c in range(num_classes)]
+    return torch.cat([r[torch.randperm(len(r), generator=rng)[:count]] for r in rows])

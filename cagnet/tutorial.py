@@ -43,6 +43,12 @@ def run_budget() -> str:
     return budget
 
 
+def smoke() -> bool:
+    """True under the smoke budget (``CAGNET_BUDGET=smoke``, the test suite): a notebook's
+    parameters cell then picks its small values, e.g. ``iterations = 8 if smoke() else 150``."""
+    return run_budget() == "smoke"
+
+
 def smoke_overrides() -> list[str]:
     """``key=value`` overrides that turn the tutorial schedules and pretraining into the smoke recipe."""
     overrides = [f"schedules.{name}.iterations={count}" for name, count in SMOKE_ITERATIONS.items()]

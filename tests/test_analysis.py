@@ -33,3 +33,17 @@ def test_moving_average_is_trailing_and_starts_with_what_exists():
     np.testing.assert_allclose(moving_average([5.0], 10), [5.0])
     with pytest.raises(ValueError):
         moving_average([1.0], 0)
+
+
+def test_subsample_per_class_takes_at_most_count_of_each_class():
+    import torch
+
+    from cagnet.analysis import subsample_per_class
+
+    labels = torch.tensor([0] * 10 + [1] * 3 + [3] * 7)
+    rng = torch.Generator().manual_seed(0)
+    rows = subsample_per_class(labels, 4, num_classes=4, rng=rng)
+    assert torch.bincount(labels[rows], minlength=4).tolist() == [4, 3, 0, 4]
+    assert len(set(rows.tolist())) == len(rows)
+    again = subsample_per_class(labels, 4, num_classes=4, rng=torch.Generator().manual_seed(0))
+    assert torch.equal(rows, again)

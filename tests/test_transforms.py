@@ -144,3 +144,19 @@ def test_transforms_accept_tensors():
     from_numpy = TestTransform(size=9)(image, label)
     from_torch = TestTransform(size=9)(torch.from_numpy(image), torch.from_numpy(label))
     torch.testing.assert_close(from_numpy, from_torch, rtol=0, atol=0)
+
+
+def test_random_crops_of_images_in_memory():
+    from cagnet.data.transforms import random_crops
+
+    images = torch.arange(2 * 3 * 6 * 8, dtype=torch.float32).view(2, 3, 6, 8)
+    labels = torch.arange(2 * 6 * 8).view(2, 6, 8)
+    crops, crop_labels = random_crops(images, labels, 4, 5, torch.Generator().manual_seed(1))
+    assert crops.shape == (5, 3, 4, 4) and crop_labels.shape == (5, 4, 4)
+    for crop, label in zip(crops, crop_labels):   # image and label crops come from the same place
+        n, rest = divmod(int(label[0, 0]), 48)
+        top, left = divmod(rest, 8)
+        assert torch.equal(label, labels[n, top:top + 4, left:left + 4])
+        assert torch.equal(crop, images[n, :, top:top + 4, left:left + 4])
+    with pytest.raises(ValueError, match="exceeds"):
+        random_crops(images, labels, 7, 1)

@@ -454,3 +454,19 @@ def test_viz_holds_figures_only():
     # the numbers behind figures live with what they measure, not in cagnet.viz
     for name in ("fit_pca", "cosine_similarity", "class_pixel_counts", "per_image_iou", "moving_average"):
         assert not hasattr(viz, name), name
+
+
+def test_step2_prior_and_label_map_figures(assert_fits_in_figure):
+    names = list(CLASS_NAMES)
+    prior = np.full(16, 1.0)
+    prior[12:] += 9
+    prior /= prior.sum()
+    figure = viz.plot_class_prior({"uniform": np.full(16, 1 / 16), "rate 9": prior}, names, 12)
+    assert "unseen classes get 77% of the labels" in figure.axes[0].get_legend().get_texts()[1].get_text()
+    assert_fits_in_figure(figure)
+    with pytest.raises(ValueError, match="one per class"):
+        viz.plot_class_prior({"short": [0.5, 0.5]}, names, 12)
+    maps = [np.random.default_rng(0).integers(0, 16, (8, 8)) for _ in range(3)]
+    figure = viz.plot_label_maps(maps, names, 12, titles=["a", "b", "c"])
+    assert len(figure.axes) == 3 and figure.legends
+    assert_fits_in_figure(figure)

@@ -68,6 +68,21 @@ def resize_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return out if labels.dim() == 3 else out[0]
 
 
+def random_crops(images: torch.Tensor, labels: torch.Tensor, size: int, count: int,
+                 rng: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` random square crops of images held in memory: an image index and a top-left
+    corner drawn from ``rng`` per crop. ``images`` [N, C, H, W], ``labels`` [N, H, W] ->
+    (images [count, C, size, size], labels [count, size, size])."""
+    if size > min(images.shape[-2:]):
+        raise ValueError(f"crop size {size} exceeds the images' {tuple(images.shape[-2:])}")
+    index = torch.randint(len(images), (count,), generator=rng)
+    top = torch.randint(images.shape[-2] - size + 1, (count,), generator=rng)
+    left = torch.randint(images.shape[-1] - size + 1, (count,), generator=rng)
+    crops = [(images[i, :, t:t + size, l:l + size], labels[i, t:t + size, l:l + size])
+             for i, t, l in zip(index.tolist(), top.tolist(), left.tolist())]
+    return torch.stack([c[0] for c in crops]), torch.stack([c[1] for c in crops])
+
+
 def _as_tensor(array) -> torch.Tensor:
     """Tensor view of a tensor/array (read-only arrays, e.g. from PIL, are copied first)."""
     if isinstance(array, torch.Tensor):

@@ -13,7 +13,7 @@ Modules
 ``legends``      class legends that fit their figure, unseen classes marked
 ``dataset``      sample grids, class pixel shares, embedding similarities, class swatches
 ``features``     maps on the feature grid, many channels as colour, receptive fields, feature projections
-``training``     training curves, a run's losses and scores, predictions of a run
+``training``     training curves, a run's losses and scores, predictions of a run, step-2 class priors and label maps
 ``evaluation``   overlays with legends, confusion heatmap, per-class IoU, calibration sweep, method panels
 ``pipeline``     the CaGNet pipeline diagram
 
@@ -27,7 +27,8 @@ from cagnet.viz.evaluation import (overlay_with_legend, plot_calibration_sweep, 
 from cagnet.viz.features import channels_to_rgb, plot_feature_projection, plot_receptive_fields, plot_spatial_maps
 from cagnet.viz.masks import COLOUR_WORDS, IGNORE_COLOUR, class_palette, colorize_mask, colour_word, overlay_mask
 from cagnet.viz.pipeline import plot_pipeline
-from cagnet.viz.training import LOSS_PANELS, plot_eval_curves, plot_loss_curves, plot_predictions, plot_training_curves
+from cagnet.viz.training import (LOSS_PANELS, plot_class_prior, plot_eval_curves, plot_label_maps, plot_loss_curves,
+                                 plot_predictions, plot_training_curves)
 
 
 __all__ = [
@@ -36,5 +37,6 @@ __all__ = [
     "channels_to_rgb", "plot_feature_projection", "plot_receptive_fields", "plot_spatial_maps",
     "COLOUR_WORDS", "IGNORE_COLOUR", "class_palette", "colorize_mask", "colour_word", "overlay_mask",
     "plot_pipeline",
-    "LOSS_PANELS", "plot_eval_curves", "plot_loss_curves", "plot_predictions", "plot_training_curves",
+    "LOSS_PANELS", "plot_class_prior", "plot_eval_curves", "plot_label_maps", "plot_loss_curves", "plot_predictions",
+    "plot_training_curves",
 ]

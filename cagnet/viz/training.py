@@ -142,3 +142,54 @@ def plot_predictions(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         add_fitted_legend(figure, handles, "outside lower center", 6, fontsize="small",
                            title="classes (* = unseen)")
     return figure
+
+
+def plot_class_prior(priors: Mapping[str, Sequence[float]], class_names: Sequence[str], num_seen: int) -> Figure:
+    """Bars of one or more step-2 class priors (a mapping label -> probabilities [K] over the
+    classes in evaluation order), unseen classes hatched and shaded; the legend gives each prior's
+    unseen share. One axes."""
+    if not priors:
+        raise ValueError("no prior to plot")
+    figure = Figure(figsize=(max(6.0, 0.45 * len(class_names) + 2.0), 3.8), layout="constrained")
+    ax = figure.add_subplot()
+    width = 0.8 / len(priors)
+    positions = np.arange(len(class_names))
+    for k, (label, prior) in enumerate(priors.items()):
+        prior = np.asarray(prior, dtype=np.float64)
+        if prior.shape != (len(class_names),):
+            raise ValueError(f"prior {label!r} has {prior.shape} values, expected one per class ({len(class_names)})")
+        bars = ax.bar(positions - 0.4 + (k + 0.5) * width, 100 * prior, width=width, color=f"C{k}",
+                      label=f"{label}: unseen classes get {prior[num_seen:].sum():.0%} of the labels")
+        for index, bar in enumerate(bars):
+            if index >= num_seen:
+                bar.set_hatch("//")
+                bar.set_edgecolor("white")
+    ax.axvspan(num_seen - 0.5, len(class_names) - 0.5, color="0.92", zorder=0)
+    ax.set_xticks(positions)
+    ax.set_xticklabels([f"{n}*" if i >= num_seen else n for i, n in enumerate(class_names)], rotation=60,
+                       ha="right", fontsize=8)
+    ax.set_ylabel("probability (%)")
+    ax.set_title("Step-2 class prior (* = unseen, shaded)")
+    ax.legend(fontsize=8, loc="upper left")
+    return figure
+
+
+def plot_label_maps(label_maps: Sequence[np.ndarray], class_names: Sequence[str], num_seen: int,
+                    titles: Sequence[str] | None = None) -> Figure:
+    """Label maps [h, w] of evaluation indices (e.g. step-2 labels drawn from the prior) in the
+    class palette, one panel each, with a legend of the classes present (unseen ones marked)."""
+    from cagnet.viz.legends import add_class_legend
+
+    palette = class_palette(list(class_names))
+    figure = Figure(figsize=(2.8 * len(label_maps), 3.9), layout="constrained")
+    axes = figure.subplots(1, len(label_maps), squeeze=False)[0]
+    present: set[int] = set()
+    for k, (ax, label_map) in enumerate(zip(axes, label_maps)):
+        ax.imshow(colorize_mask(np.asarray(label_map), palette), interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[k], fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        present.update(int(v) for v in np.unique(label_map) if v != IGNORE_INDEX)
+    add_class_legend(figure, present, class_names, num_seen, palette, with_ignored=False)
+    return figure
