@@ -18,9 +18,9 @@ against random weights, SGD at the original rates against Adam, the
 normalisation of h before the contextual sigmoid, the KL weight, the step-1/step-2 blocks of the
 finetuning, the original's finetuning rates and step-2 weight, the unseen share of the step-2
 labels, generator width and dropout, the recipe before the ablation, self-training's top_p, and
-the baselines' own knobs with the same care (learning rates; ZS3Net's unseen share; top_p). Run folders are shared between variants whose runs have the same
-recipe (:mod:`cagnet.methods`), so a variant that only changes ``mixed`` reuses the base's
-step-1 run.
+the baselines' own knobs with the same care (learning rates; ZS3Net's unseen share; top_p). Run
+folders are shared between variants whose runs have the same recipe (:mod:`cagnet.methods`), so
+a variant that only changes ``mixed`` reuses the base's step-1 run.
 
 Choosing from the table: the validation scores of SPNet-c are those of the penalty chosen on the
 same validation split (optimistic by construction); every other row is trained without looking
