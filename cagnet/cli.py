@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train one schedule of a config (step1, mixed, st, st_mixed)",
         description="Train CaGNet with one schedule of a configuration, like the original's train.py "
                     "(--config --schedule --init_model). Writes config.yaml, log.jsonl (every loss per "
-                    "iteration), eval.jsonl (test scores), checkpoint.pt and figures to the run folder. "
+                    "iteration), eval.jsonl (scores on data.eval_split: the validation split of the embedded benchmark), checkpoint.pt and figures to the run folder. "
                     "Multi-GPU / multi-node: launch with torchrun, e.g. "
                     "'torchrun --nproc_per_node 4 -m cagnet train --config voc12 --schedule step1'.",
     )
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser(
         "evaluate",
-        help="score a checkpoint on the config's test split (GZSL metrics)",
+        help="score a checkpoint on the config's test (or validation) split (GZSL metrics)",
         description="Evaluate a checkpoint (this project's, or the original implementation's) on the test "
                     "split of a config, like the original's train.py --val: mIoU / pixel accuracy / mean "
                     "accuracy / frequency-weighted IoU of all, seen and unseen classes and their harmonic "
