@@ -318,6 +318,16 @@ def test_training_curves_draw_values_and_their_moving_average():
 NAMES = ["sky", "grass", "cat", "dog"]  # evaluation order: 2 seen, then 2 unseen
 
 
+def test_eval_curves_title_names_the_split():
+    records = [{"iteration": i, "seen_miou": 0.4, "unseen_miou": 0.1, "hiou": 0.16, "split": "validation"}
+               for i in (10, 20)]
+    ax, = viz.plot_eval_curves(records).axes
+    assert ax.get_title() == "validation scores"
+    assert [len(line.get_xdata()) for line in ax.get_lines()] == [2, 2, 2]
+    ax, = viz.plot_eval_curves([{k: v for k, v in r.items() if k != "split"} for r in records]).axes
+    assert ax.get_title() == "scores"
+
+
 def test_overlay_with_legend_marks_unseen_and_hides_classes():
     image = np.full((4, 4, 3), 100, dtype=np.uint8)
     mask = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255], [2, 2, 255, 255]], dtype=np.uint8)

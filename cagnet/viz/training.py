@@ -95,7 +95,11 @@ def plot_loss_curves(records: Sequence[Mapping], panels: Mapping[str, Sequence[s
 
 
 def plot_eval_curves(evaluations: Sequence[Mapping]) -> Figure:
-    """mIoU of the seen and unseen classes and their harmonic mean (hIoU) against the iteration."""
+    """mIoU of the seen and unseen classes and their harmonic mean (hIoU) against the iteration.
+
+    ``evaluations``: the records of a run's ``eval.jsonl``; the title names the split they
+    were scored on (their ``split`` key).
+    """
     figure = Figure(figsize=(5.0, 3.4), layout="constrained")
     ax = figure.add_subplot(1, 1, 1)
     for key, label in (("seen_miou", "seen mIoU"), ("unseen_miou", "unseen mIoU"), ("hiou", "hIoU")):
@@ -107,7 +111,8 @@ def plot_eval_curves(evaluations: Sequence[Mapping]) -> Figure:
     ax.set_xlabel("iteration")
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
-    ax.set_title("test scores")
+    splits = sorted({e["split"] for e in evaluations if e.get("split")})
+    ax.set_title(f"{' / '.join(splits)} scores" if splits else "scores")
     ax.legend(fontsize="small")
     return figure
 
