@@ -35,8 +35,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from cagnet.config import TrainConfig
 from cagnet.errors import ConfigError
-from cagnet.methods import (TABLE_COLUMNS, Task, check_methods, json_safe, load_result_file, mean_std, run_seeds,
-                            write_result_files)
+from cagnet.methods import Task, check_methods, run_seeds
+from cagnet.results import TABLE_COLUMNS, json_safe, load_result_file, mean_std, write_result_files
 
 ABLATION_NAME = "ablation.json"
 MARKDOWN_NAME = "ablation.md"

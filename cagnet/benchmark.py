@@ -29,8 +29,8 @@ from typing import Any, Mapping, Sequence
 
 from cagnet.config import TrainConfig
 from cagnet.errors import ConfigError
-from cagnet.methods import (METHODS, TABLE_COLUMNS, Task, check_methods, json_safe, load_result_file, mean_std,
-                            run_seeds, table_record, write_result_files)
+from cagnet.methods import METHODS, Task, check_methods, run_seeds
+from cagnet.results import TABLE_COLUMNS, json_safe, load_result_file, mean_std, table_record, write_result_files
 
 __all__ = ["METHODS", "PAPER_ORDER", "PAPER_RESULTS", "TABLE_COLUMNS", "aggregate", "check_methods",
            "format_table_markdown", "load_table", "paper_table", "run_benchmark", "table_from_scores", "write_table"]

@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +51,7 @@ import torch
 from cagnet.config import TrainConfig, train_config_from_dict
 from cagnet.config_io import apply_overrides, to_dict
 from cagnet.errors import ConfigError
+from cagnet.results import json_safe, table_record
 from cagnet.runtime import torch_threads
 
 #: Every method of the comparison, in the order they are trained (dependencies first).
@@ -60,9 +59,6 @@ METHODS: tuple[str, ...] = ("SPNet", "SPNet-c", "ZS3Net", "ZS3Net+ST", "CaGNet",
 #: The engine schedules behind CaGNet and CaGNet+ST.
 CAGNET_SCHEDULES: dict[str, tuple[str, ...]] = {"CaGNet": ("step1", "mixed"),
                                                 "CaGNet+ST": ("step1", "mixed", "st", "st_mixed")}
-#: Scores of a table row: key of :func:`cagnet.metrics.gzsl_scores` -> column title.
-TABLE_COLUMNS: dict[str, str] = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "miou": "mIoU",
-                                 "seen_miou": "S-mIoU", "unseen_miou": "U-mIoU", "hiou": "hIoU"}
 #: Share of the training images SPNet-c holds out for its calibration when there is no validation split.
 HELD_OUT_FRACTION = 0.1
 
@@ -94,57 +90,6 @@ def default_held_out(num_train: int) -> int:
 def recipe_digest(recipe: Mapping[str, Any]) -> str:
     """12 hex digits of a SHA-256 over a recipe's canonical JSON."""
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def json_safe(value: Any) -> Any:
-    """NaN / inf -> None, recursively (files stay strict JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def mean_std(values: Sequence[float | None]) -> dict[str, float | None]:
-    """``{"mean", "std"}`` (sample standard deviation, 0 for one value) of values over seeds;
-    both None when a value is missing or NaN (or there is none)."""
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    if len(finite) != len(values) or not values:
-        return {"mean": None, "std": None}
-    return {"mean": statistics.fmean(finite), "std": statistics.stdev(finite) if len(finite) > 1 else 0.0}
-
-
-def write_result_files(table: Mapping[str, Any], out_dir: str | Path, json_name: str, markdown_name: str,
-                       markdown: str) -> tuple[Path, Path]:
-    """Write a result table as strict JSON and its Markdown document, atomically; returns the paths."""
-    from cagnet.files import atomic_write_text
-
-    out_dir = Path(out_dir)
-    json_path, md_path = out_dir / json_name, out_dir / markdown_name
-    atomic_write_text(json_path, json.dumps(json_safe(dict(table)), indent=1, allow_nan=False))
-    atomic_write_text(md_path, markdown)
-    return json_path, md_path
-
-
-def load_result_file(path: str | Path, json_name: str, what: str) -> dict[str, Any]:
-    """A result table from its JSON file (or a folder holding ``json_name``); a missing or
-    invalid file is a one-line ConfigError naming it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / json_name
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{what} not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not a {what} (invalid JSON at line {err.lineno})") from None
-
-
-def table_record(scores: Mapping[str, Any]) -> dict[str, float]:
-    """The table's scores of one evaluation (:data:`TABLE_COLUMNS`)."""
-    return {key: float(scores[key]) for key in TABLE_COLUMNS}
 
 
 class MethodRuns:
