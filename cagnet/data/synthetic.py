@@ -57,7 +57,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -490,18 +489,3 @@ def build_synthetic_benchmark(root: str | os.PathLike | None = None, config: Syn
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return root
-
-
-def sample_ids(split: str, config: SyntheticConfig | None = None) -> list[str]:
-    """Image ids of a split as the benchmark names them (``train_00000``, ``validation_00000``,
-    ``test_00000``, ...)."""
-    config = SyntheticConfig() if config is None else config
-    if split not in _SPLIT_DIRS:
-        raise ConfigError(f"split must be one of {', '.join(_SPLIT_DIRS)}, got {split!r}")
-    return [_sample_id(split, i) for i in range(_split_counts(config)[split])]
-
-
-def iter_samples(config: SyntheticConfig, split: str, indices: Iterable[int]):
-    """Yield ``(image, label)`` of the given indices without touching the disk."""
-    for index in indices:
-        yield generate_sample(config, split, index)
