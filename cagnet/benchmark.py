@@ -30,7 +30,8 @@ from typing import Any, Mapping, Sequence
 from cagnet.config import TrainConfig
 from cagnet.errors import ConfigError
 from cagnet.methods import METHODS, Task, check_methods, run_seeds
-from cagnet.results import TABLE_COLUMNS, json_safe, load_result_file, mean_std, table_record, write_result_files
+from cagnet.results import (BOUNDARY_COLUMNS, TABLE_COLUMNS, json_safe, load_result_file, mean_std, table_record,
+                            write_result_files)
 
 __all__ = ["METHODS", "PAPER_ORDER", "PAPER_RESULTS", "TABLE_COLUMNS", "aggregate", "check_methods",
            "format_table_markdown", "load_table", "paper_table", "run_benchmark", "table_from_scores", "write_table"]
@@ -77,14 +78,15 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
     for dataset, rows in _PAPER_ROWS.items()}
 
 
-def aggregate(per_seed: Mapping[str, Mapping[str, Mapping[str, Any]]], methods: Sequence[str]
-              ) -> dict[str, dict[str, dict[str, float | None]]]:
-    """``{method: {score: {"mean", "std"}}}`` over the seeds of ``per_seed``."""
+def aggregate(per_seed: Mapping[str, Mapping[str, Mapping[str, Any]]], methods: Sequence[str],
+              columns: Mapping[str, str] = TABLE_COLUMNS) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``{method: {score: {"mean", "std"}}}`` over the seeds of ``per_seed``, for the scores
+    named by ``columns`` (default: the table's, :data:`TABLE_COLUMNS`)."""
     table = {}
     for method in methods:
         runs = [seed_scores[method] for seed_scores in per_seed.values() if method in seed_scores]
         if runs:
-            table[method] = {key: mean_std([run.get(key) for run in runs]) for key in TABLE_COLUMNS}
+            table[method] = {key: mean_std([run.get(key) for run in runs]) for key in columns}
     return table
 
 
@@ -123,17 +125,20 @@ def _cell(entry: Mapping[str, Any] | None, show_std: bool) -> str:
     return text
 
 
-def format_table_markdown(table: Mapping[str, Any]) -> str:
+def format_table_markdown(table: Mapping[str, Any], part: str = "methods") -> str:
     """The table of a benchmark result (or ``table.json``) as Markdown, in the paper's format:
     rows in the paper's order, columns ``Method | pixel acc | mean acc | mIoU | S-mIoU |
-    U-mIoU | hIoU``, values in % as ``mean ± std`` over seeds (mean only with one seed)."""
-    methods = table.get("methods", {})
+    U-mIoU | hIoU``, values in % as ``mean ± std`` over seeds (mean only with one seed).
+    ``part="boundary"``: the same rows with the columns of :data:`BOUNDARY_COLUMNS` (where the
+    seen / unseen boundary costs the scores)."""
+    columns = {"methods": TABLE_COLUMNS, "boundary": BOUNDARY_COLUMNS}[part]
+    methods = table.get(part, {})
     show_std = len(table.get("seeds", [])) > 1
-    rows = ["| Method | " + " | ".join(TABLE_COLUMNS.values()) + " |",
-            "|---|" + "---|" * len(TABLE_COLUMNS)]
+    rows = ["| Method | " + " | ".join(columns.values()) + " |",
+            "|---|" + "---|" * len(columns)]
     order = [m for m in PAPER_ORDER if m in methods] + [m for m in methods if m not in PAPER_ORDER]
     for method in order:
-        cells = [_cell(methods[method].get(key), show_std) for key in TABLE_COLUMNS]
+        cells = [_cell(methods[method].get(key), show_std) for key in columns]
         rows.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -152,6 +157,13 @@ def _markdown_document(table: Mapping[str, Any]) -> str:
              ""]
     if protocol.get("calibration"):
         lines += [f"SPNet-c: {protocol['calibration']}", ""]
+    if table.get("boundary"):
+        lines += ["Where the seen / unseen boundary costs the scores: the S-mIoU of the same predictions "
+                  "with the unseen classes' pixels left out (no false positives from them in seen classes), "
+                  "and the shares of each side's pixels predicted as a class of the other side.",
+                  "",
+                  format_table_markdown(table, "boundary"),
+                  ""]
     return "\n".join(lines)
 
 
@@ -215,7 +227,8 @@ def run_benchmark(config: TrainConfig, seeds: Sequence[int] = (0, 1, 2), out_dir
 
     Returns:
         the table: ``methods`` ({method: {score: {"mean", "std"}}} for ``pixel_acc``,
-        ``mean_acc``, ``miou``, ``seen_miou``, ``unseen_miou``, ``hiou``), ``seeds``,
+        ``mean_acc``, ``miou``, ``seen_miou``, ``unseen_miou``, ``hiou``), ``boundary`` (the
+        same for :data:`~cagnet.results.BOUNDARY_COLUMNS`), ``seeds``,
         ``per_seed`` ({seed: {method: scores, class_iou, seconds, ...}}), ``config`` (name),
         ``protocol`` (how it was trained and scored), ``class_names``, ``seconds`` (total).
     """
@@ -228,6 +241,7 @@ def run_benchmark(config: TrainConfig, seeds: Sequence[int] = (0, 1, 2), out_dir
     first = per_seed[str(int(seeds[0]))][methods[0]]
     table = {
         "methods": aggregate(per_seed, methods),
+        "boundary": aggregate(per_seed, methods, BOUNDARY_COLUMNS),
         "seeds": [int(s) for s in seeds],
         "per_seed": per_seed,
         "config": config.name,

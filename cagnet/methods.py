@@ -51,6 +51,7 @@ import torch
 from cagnet.config import TrainConfig, train_config_from_dict
 from cagnet.config_io import apply_overrides, to_dict
 from cagnet.errors import ConfigError
+from cagnet.metrics import seen_unseen_confusion
 from cagnet.results import json_safe, table_record
 from cagnet.runtime import torch_threads
 
@@ -127,15 +128,17 @@ class MethodRuns:
         self.records: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ scoring
-    def evaluate(self, model: torch.nn.Module, seen_penalty: float = 0.0, dataset=None) -> dict[str, Any]:
-        """Scores of ``model`` on the scored split (or ``dataset``), ``original`` protocol."""
+    def evaluate(self, model: torch.nn.Module, seen_penalty: float = 0.0, dataset=None, *,
+                 return_confusion: bool = False) -> dict[str, Any]:
+        """Scores of ``model`` on the scored split (or ``dataset``), ``original`` protocol (with
+        ``return_confusion``, also the pixel counts under ``confusion``)."""
         from cagnet.evaluate import evaluate
 
         cfg = self.config
         with torch_threads(cfg.runtime.num_threads):
             return evaluate(model, self.eval_set if dataset is None else dataset, self.info, "original",
                             test_size=cfg.data.test_size, batch_size=cfg.data.test_batch_size, device=self.device,
-                            amp=cfg.runtime.amp, seen_penalty=seen_penalty)
+                            amp=cfg.runtime.amp, seen_penalty=seen_penalty, return_confusion=return_confusion)
 
     # ------------------------------------------------------------------ CaGNet
     def cagnet_folder(self, schedule: str) -> Path:
@@ -273,7 +276,8 @@ class MethodRuns:
 
     # ------------------------------------------------------------------ one table row
     def run(self, method: str) -> dict[str, Any]:
-        """Train (or reuse) ``method`` and score it on the split: the table's scores plus
+        """Train (or reuse) ``method`` and score it on the split: the table's scores, where the
+        seen / unseen boundary costs them (:func:`cagnet.metrics.seen_unseen_confusion`),
         ``class_iou``, ``num_images``, ``seconds`` (and SPNet-c's penalty and calibration)."""
         from cagnet.files import atomic_write_text
         started = time.perf_counter()
@@ -288,8 +292,10 @@ class MethodRuns:
                      "oracle_hiou": calibration["oracle_hiou"]}
             folder, _ = self._baseline_folder("spnet")
             atomic_write_text(folder / "calibration.json", json.dumps(json_safe(calibration), indent=1))
-        scores = self.evaluate(model, penalty)
-        record = {**table_record(scores), **extra, "class_iou": list(scores["class_iou"]),
+        scores = self.evaluate(model, penalty, return_confusion=True)
+        num_seen, num_classes = self.info.num_seen, scores["confusion"].shape[0]
+        boundary = seen_unseen_confusion(scores["confusion"], range(num_seen), range(num_seen, num_classes))
+        record = {**table_record(scores), **boundary, **extra, "class_iou": list(scores["class_iou"]),
                   "num_images": scores["num_images"], "seconds": time.perf_counter() - started}
         self.records[method] = record
         return record

@@ -228,6 +228,20 @@ def _nanmean(values: torch.Tensor) -> float:
     return float(defined.mean()) if defined.numel() else math.nan
 
 
+def _checked_counts(confusion) -> torch.Tensor:
+    """A [K, K + 1] or [K, K] confusion matrix as float64 counts on the CPU; MetricError otherwise."""
+    if not isinstance(confusion, torch.Tensor):
+        confusion = torch.as_tensor(confusion)
+    if confusion.dim() != 2 or confusion.shape[0] < 1 or confusion.shape[1] not in (confusion.shape[0], confusion.shape[0] + 1):
+        raise MetricError(f"confusion matrix must have shape [K, K + 1] or [K, K], got {list(confusion.shape)}")
+    if confusion.is_complex() or confusion.dtype == torch.bool:
+        raise MetricError(f"confusion matrix must hold counts, got dtype {confusion.dtype}")
+    counts = confusion.detach().to(device="cpu", dtype=torch.float64)
+    if bool((counts < 0).any()) or bool(counts.isnan().any()):
+        raise MetricError("confusion matrix has negative or NaN counts")
+    return counts
+
+
 def gzsl_scores(confusion: torch.Tensor, seen: Sequence[int], unseen: Sequence[int]) -> dict[str, Any]:
     """Every GZSL score of a confusion matrix (definitions in the module docstring).
 
@@ -245,15 +259,7 @@ def gzsl_scores(confusion: torch.Tensor, seen: Sequence[int], unseen: Sequence[i
         ``hiou``), plus ``class_iou`` and ``class_acc``: lists of K floats, NaN for classes
         where the ratio is undefined.
     """
-    if not isinstance(confusion, torch.Tensor):
-        confusion = torch.as_tensor(confusion)
-    if confusion.dim() != 2 or confusion.shape[0] < 1 or confusion.shape[1] not in (confusion.shape[0], confusion.shape[0] + 1):
-        raise MetricError(f"confusion matrix must have shape [K, K + 1] or [K, K], got {list(confusion.shape)}")
-    if confusion.is_complex() or confusion.dtype == torch.bool:
-        raise MetricError(f"confusion matrix must hold counts, got dtype {confusion.dtype}")
-    counts = confusion.detach().to(device="cpu", dtype=torch.float64)
-    if bool((counts < 0).any()) or bool(counts.isnan().any()):
-        raise MetricError("confusion matrix has negative or NaN counts")
+    counts = _checked_counts(confusion)
     num_classes = counts.shape[0]
     seen = _class_indices(seen, num_classes, "seen")
     unseen = _class_indices(unseen, num_classes, "unseen")
@@ -292,6 +298,28 @@ def gzsl_scores(confusion: torch.Tensor, seen: Sequence[int], unseen: Sequence[i
     scores["class_iou"] = class_iou.tolist()
     scores["class_acc"] = class_acc.tolist()
     return scores
+
+
+def seen_unseen_confusion(confusion: torch.Tensor, seen: Sequence[int], unseen: Sequence[int]) -> dict[str, float]:
+    """Where the seen / unseen boundary costs a GZSL score (fractions in [0, 1]).
+
+    ``unseen_as_seen``: share of the unseen classes' pixels predicted as a seen class;
+    ``seen_as_unseen``: share of the seen classes' pixels predicted as an unseen class;
+    ``seen_miou_without_unseen_pixels``: the seen mIoU of the same predictions with the
+    unseen classes' pixels left out, i.e. without the false positives they cause in seen
+    classes (the seen mIoU a segmenter of the seen classes alone would get on these images).
+    ``confusion``: [K, K + 1] or [K, K] counts as for :func:`gzsl_scores`.
+    """
+    counts = _checked_counts(confusion)
+    num_classes = counts.shape[0]
+    seen_index = torch.tensor(_class_indices(seen, num_classes, "seen"), dtype=torch.long)
+    unseen_index = torch.tensor(_class_indices(unseen, num_classes, "unseen"), dtype=torch.long)
+    seen_rows, unseen_rows = counts[seen_index], counts[unseen_index]
+    without_unseen = counts.clone()
+    without_unseen[unseen_index] = 0
+    return {"unseen_as_seen": _ratio(unseen_rows[:, seen_index].sum(), unseen_rows.sum()),
+            "seen_as_unseen": _ratio(seen_rows[:, unseen_index].sum(), seen_rows.sum()),
+            "seen_miou_without_unseen_pixels": gzsl_scores(without_unseen, seen, unseen)["seen_miou"]}
 
 
 _TABLE_ROWS = (("pixel acc", "pixel_acc"), ("mean acc", "mean_acc"), ("fw IoU", "fwiou"), ("mean IoU", "miou"))

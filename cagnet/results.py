@@ -13,6 +13,11 @@ from cagnet.errors import ConfigError
 #: Scores of a table row: key of :func:`cagnet.metrics.gzsl_scores` -> column title.
 TABLE_COLUMNS: dict[str, str] = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "miou": "mIoU",
                                  "seen_miou": "S-mIoU", "unseen_miou": "U-mIoU", "hiou": "hIoU"}
+#: Where the seen / unseen boundary costs the scores (:func:`cagnet.metrics.seen_unseen_confusion`)
+#: -> column title.
+BOUNDARY_COLUMNS: dict[str, str] = {"seen_miou_without_unseen_pixels": "S-mIoU without unseen pixels",
+                                    "unseen_as_seen": "unseen pixels predicted seen",
+                                    "seen_as_unseen": "seen pixels predicted unseen"}
 
 
 def json_safe(value: Any) -> Any:

@@ -15,6 +15,7 @@ from cagnet.benchmark import (METHODS, PAPER_ORDER, PAPER_RESULTS, TABLE_COLUMNS
 from cagnet.cli import build_parser
 from cagnet.config import load_train_config
 from cagnet.errors import ConfigError
+from cagnet.results import BOUNDARY_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -40,6 +41,11 @@ def test_run_benchmark_writes_the_table(tiny_train_overrides, tmp_path):
         run = stored["per_seed"]["3"][method]
         assert run["num_images"] == 8 and run["seconds"] > 0
         assert stored["methods"][method]["hiou"]["mean"] == run["hiou"]
+        # where the seen / unseen boundary costs the scores: shares, and the seen mIoU without
+        # the unseen pixels' false positives, which can only be higher
+        assert set(stored["boundary"][method]) == set(BOUNDARY_COLUMNS)
+        assert 0.0 <= run["unseen_as_seen"] <= 1.0 and 0.0 <= run["seen_as_unseen"] <= 1.0
+        assert run["seen_miou_without_unseen_pixels"] >= run["seen_miou"] - 1e-12
     calibrated = stored["per_seed"]["3"]["SPNet-c"]
     # the tiny benchmark has a validation split: the penalty is chosen there, SPNet trains on every image
     assert calibrated["seen_penalty"] >= 0.0 and calibrated["calibration"] == "validation"
@@ -60,6 +66,8 @@ def test_run_benchmark_writes_the_table(tiny_train_overrides, tmp_path):
     markdown = (out / "table.md").read_text()
     assert "| Method | pixel acc | mean acc | mIoU | S-mIoU | U-mIoU | hIoU |" in markdown
     assert markdown.index("| SPNet-c |") < markdown.index("| CaGNet |")
+    assert "| Method | S-mIoU without unseen pixels | unseen pixels predicted seen | seen pixels predicted unseen |" \
+        in markdown
 
 
 @pytest.mark.slow

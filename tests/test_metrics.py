@@ -18,6 +18,7 @@ from cagnet.metrics import (
     gzsl_scores,
     harmonic_mean,
     per_image_iou,
+    seen_unseen_confusion,
 )
 
 SCORE_KEYS = set(ORIGINAL_SCORE_NAMES.values())
@@ -99,6 +100,22 @@ def test_hand_computed_example():
     assert s["class_iou"] == pytest.approx([1 / 2, 1 / 3, 1 / 2], abs=1e-12)
     assert s["class_acc"] == pytest.approx([1 / 2, 1 / 2, 1.0], abs=1e-12)
     assert s["seen_fwiou"] + s["unseen_fwiou"] == pytest.approx(s["fwiou"], abs=1e-12)
+
+
+def test_seen_unseen_confusion_by_hand():
+    # K = 3, seen {0, 1}, unseen {2}; rows = ground truth, last column = "other".
+    confusion = torch.tensor([[5, 1, 2, 0],    # seen 0: 2 of 8 predicted unseen
+                              [0, 6, 0, 2],    # seen 1: none predicted unseen (2 "other")
+                              [3, 1, 4, 0]])   # unseen 2: 4 of 8 predicted seen
+    shares = seen_unseen_confusion(confusion, seen=[0, 1], unseen=[2])
+    assert shares["seen_as_unseen"] == pytest.approx(2 / 16, abs=1e-12)
+    assert shares["unseen_as_seen"] == pytest.approx(4 / 8, abs=1e-12)
+    # without row 2: iou_0 = 5 / (8 + 5 - 5), iou_1 = 6 / (8 + 7 - 6)
+    assert shares["seen_miou_without_unseen_pixels"] == pytest.approx((5 / 8 + 6 / 9) / 2, abs=1e-12)
+    # with row 2 the unseen pixels predicted 0 and 1 are false positives of the seen classes
+    assert gzsl_scores(confusion, [0, 1], [2])["seen_miou"] == pytest.approx((5 / 11 + 6 / 10) / 2, abs=1e-12)
+    with pytest.raises(MetricError, match="shape"):
+        seen_unseen_confusion(torch.zeros(3, 5), seen=[0, 1], unseen=[2])
 
 
 def test_square_matrix_is_scored_like_an_empty_other_column():
