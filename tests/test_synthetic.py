@@ -11,6 +11,7 @@ from PIL import Image
 
 from cagnet.data import synthetic
 from cagnet.data.embeddings import glove_vectors
+from cagnet.data.pretraining import PretrainingSceneConfig
 from cagnet.data.synthetic import (
     CLASS_ATTRIBUTES, CLASS_NAMES, COLOURS, PATTERNS, SEEN_IDS, UNSEEN_IDS, SyntheticConfig,
     build_synthetic_benchmark, class_embeddings, default_data_root, generate_sample,
@@ -356,3 +357,11 @@ def test_cli_data_builds_then_reuses(tmp_path, capsys):
     assert (root / "benchmark.json").stat().st_mtime_ns == stamp
     assert main(argv[:-3] + ["--image-size", "8", "--no-progress"]) == 2
     assert "image_size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make, name", [(SyntheticConfig, "SyntheticConfig.objects"),
+                                        (PretrainingSceneConfig, "pretraining.objects")])
+def test_count_ranges_become_tuples_or_a_one_line_error(make, name):
+    assert make(objects=[1, 3]).objects == (1, 3) == make(objects=(1, 3)).objects
+    with pytest.raises(ConfigError, match=rf"^{name} must be a \(min, max\) pair, got \(1,\)$"):
+        make(objects=(1,))

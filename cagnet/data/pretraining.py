@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cagnet.data import synthetic
-from cagnet.data.scenes import NEUTRAL_GREY, object_mask, pattern_mask, stuff_regions
+from cagnet.data.scenes import NEUTRAL_GREY, count_range, object_mask, pattern_mask, stuff_regions
 from cagnet.errors import ConfigError
 
 #: Pretraining colour words and their hues (degrees); saturation / value are drawn per region.
@@ -91,10 +91,7 @@ class PretrainingSceneConfig:
 
     def __post_init__(self) -> None:
         for name in ("regions", "objects"):
-            value = getattr(self, name)
-            if not (isinstance(value, (tuple, list)) and len(value) == 2):
-                raise ConfigError(f"pretraining.{name} must be a (min, max) pair, got {value!r}")
-            object.__setattr__(self, name, (int(value[0]), int(value[1])))
+            object.__setattr__(self, name, count_range(getattr(self, name), f"pretraining.{name}"))
         if self.num_images < 1 or self.image_size < 32 or self.seed < 0:
             raise ConfigError(f"pretraining needs num_images >= 1, image_size >= 32 and seed >= 0, got "
                               f"{self.num_images}, {self.image_size}, {self.seed}")

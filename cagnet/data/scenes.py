@@ -21,6 +21,15 @@ NEUTRAL_GREY = 145
 _SHAPES = ("ellipse", "polygon", "blob")
 
 
+def count_range(value, name: str) -> tuple[int, int]:
+    """A scene parameter given as a ``(min, max)`` pair of counts (a tuple, or a list as JSON
+    gives it) as a tuple of ints, so that configurations compare structurally; anything else
+    is a ConfigError naming ``name``."""
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise ConfigError(f"{name} must be a (min, max) pair, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
 def smooth_field(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, waves: int = 4,
                   max_frequency: float = 2.0) -> np.ndarray:
     """Smooth random field on normalised coordinates: a sum of random low-frequency sinusoids

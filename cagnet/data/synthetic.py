@@ -63,7 +63,7 @@ from PIL import Image
 
 from cagnet.data.embeddings import GLOVE_DIM, glove_class_embeddings
 from cagnet.errors import ConfigError, DatasetError
-from cagnet.data.scenes import NEUTRAL_GREY, object_mask, pattern_mask, stuff_regions
+from cagnet.data.scenes import NEUTRAL_GREY, count_range, object_mask, pattern_mask, stuff_regions
 from cagnet.files import project_root
 
 FORMAT_NAME = "cagnet-synthetic"
@@ -156,12 +156,8 @@ class SyntheticConfig:
     pixel_noise: float = 6.0
 
     def __post_init__(self) -> None:
-        # tuples may arrive as lists (e.g. from JSON); store tuples so equality is structural
         for name in ("background_regions", "objects"):
-            value = getattr(self, name)
-            if not (isinstance(value, (tuple, list)) and len(value) == 2):
-                raise ConfigError(f"SyntheticConfig.{name} must be a (min, max) pair, got {value!r}")
-            object.__setattr__(self, name, (int(value[0]), int(value[1])))
+            object.__setattr__(self, name, count_range(getattr(self, name), f"SyntheticConfig.{name}"))
         for name in ("seed", "num_train", "num_test", "num_validation", "image_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
