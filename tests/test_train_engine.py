@@ -95,17 +95,24 @@ def test_step_kind_alternation():
     assert step_kind("st", mixed, 4) == "st" and step_kind("step1", mixed, 4) == "step1"
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_train_overrides, tmp_path, monkeypatch):
-    config = _config(tiny_train_overrides, "schedules.step1.iterations=5", "runtime.checkpoint_interval=1")
+def _nan_mmd_at_call(monkeypatch, call: int) -> dict[str, int]:
+    """Make the engine's MMD loss return NaN at its ``call``-th call (1-based); returns the
+    call counter ``{"n": calls so far}``."""
     calls = {"n": 0}
     real_mmd = engine.steps.mmd_loss
 
     def mmd_that_overflows(*args, **kwargs):
         calls["n"] += 1
         value = real_mmd(*args, **kwargs)
-        return value * float("nan") if calls["n"] == 3 else value
+        return value * float("nan") if calls["n"] == call else value
 
     monkeypatch.setattr(engine.steps, "mmd_loss", mmd_that_overflows)
+    return calls
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_train_overrides, tmp_path, monkeypatch):
+    config = _config(tiny_train_overrides, "schedules.step1.iterations=5", "runtime.checkpoint_interval=1")
+    _nan_mmd_at_call(monkeypatch, 3)
     with pytest.raises(NonFiniteLossError) as info:
         train(config, "step1", tmp_path / "run", progress=False, verbose=False)
     message = str(info.value)
@@ -125,14 +132,7 @@ def test_non_finite_loss_inside_a_block_stops_at_the_next_check(tiny_train_overr
     4 are not saved, and the checkpoint of iteration 4 (finite) stays."""
     config = _config(tiny_train_overrides, "schedules.step1.iterations=12", "runtime.log_interval=4",
                      "runtime.checkpoint_interval=4")
-    calls = {"n": 0}
-    real_mmd = engine.steps.mmd_loss
-
-    def mmd_that_overflows(*args, **kwargs):
-        calls["n"] += 1
-        value = real_mmd(*args, **kwargs)
-        return value * float("nan") if calls["n"] == 6 else value
-
+    calls = _nan_mmd_at_call(monkeypatch, 6)
     written = []
     real_write_many = runs.JsonLines.write_many
 
@@ -140,7 +140,6 @@ def test_non_finite_loss_inside_a_block_stops_at_the_next_check(tiny_train_overr
         written.append([r["iteration"] for r in records])
         real_write_many(self, records)
 
-    monkeypatch.setattr(engine.steps, "mmd_loss", mmd_that_overflows)
     monkeypatch.setattr(runs.JsonLines, "write_many", recording_write_many)
     with pytest.raises(NonFiniteLossError) as info:
         train(config, "step1", tmp_path / "run", progress=False, verbose=False)
