@@ -453,3 +453,98 @@ def test_torchvision_key_functions():
     for key in ("conv1.weight", "bn1.running_mean", "layer4.2.bn3.weight", "layer2.0.downsample.0.weight",
                 "layer2.0.downsample.1.bias"):
         assert project_to_torchvision_key(torchvision_to_project_key(key)) == key
+
+
+# ---------------------------------------------------------------- CaGNetv2's patch classifier
+def tiny_patch_model(seed: int) -> CaGNet:
+    """:func:`tiny_model` with the 3x3 patch classifier (``model.patch_size: 3``)."""
+    torch.manual_seed(seed)
+    model = build_cagnet("tiny", patch_size=3)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if buffer.is_floating_point():
+                buffer.copy_(torch.rand_like(buffer) + 0.5)
+            else:
+                buffer.fill_(seed + 1)
+    return model
+
+
+def test_patch_keys_map_both_ways():
+    assert original_to_project_key("dis.cls_3.weight") == "discriminator.patch_conv.weight"
+    assert project_to_original_key("discriminator.patch_conv.bias") == "dis.cls_3.bias"
+    original = to_original_state_dict(tiny_patch_model(1))
+    keys = [k for k in original if k.startswith("dis.")]
+    assert keys == ["dis.fc.conv.weight", "dis.fc.conv.bias", "dis.pred.weight", "dis.pred.bias",
+                    "dis.cls_3.weight", "dis.cls_3.bias", "dis.cls.weight", "dis.cls.bias"]
+
+
+def test_patch_model_round_trip_through_an_original_file(tmp_path: Path):
+    source = tiny_patch_model(1)
+    path = save_original_checkpoint(source, tmp_path / "patch.pth", iteration=9)
+    state, _, _ = read_checkpoint(path)
+    config = config_from_original_state_dict(state, num_unseen=source.config.num_unseen,
+                                             backbone="deeplabv2_tiny", freeze_bn=False)
+    assert config.patch_size == 3
+    target = build_cagnet(config)
+    report = load_checkpoint(target, path)
+    assert not report.initialised and not report.left_initialised
+    assert_same_state(target.state_dict(), source.state_dict())
+    pixel_state = to_original_state_dict(tiny_model(1))
+    assert config_from_original_state_dict(pixel_state, num_unseen=4).patch_size == 1
+
+
+@pytest.mark.parametrize("layout", ["original", "project"])
+def test_pixelwise_checkpoint_starts_a_patch_model_as_the_pixelwise_one(layout):
+    pixel = tiny_model(1).eval()
+    source = to_original_state_dict(pixel) if layout == "original" else pixel.state_dict()
+    patch = tiny_patch_model(2)
+    report = load_checkpoint(patch, source, name="pixel.pth")
+    assert report.layout == layout
+    assert report.initialised == ["discriminator.patch_conv"] and not report.left_initialised
+    assert "initialised as the pixel-wise head (identity 3x3): discriminator.patch_conv" in str(report)
+    patch.eval()
+    feature = torch.rand(2, pixel.config.feature_dim, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(patch.classify(feature), pixel.classify(feature), rtol=0, atol=1e-5)
+        image = torch.randn(1, 3, 48, 56)
+        torch.testing.assert_close(patch(image), pixel(image), rtol=0, atol=1e-5)
+    weight = patch.discriminator.patch_conv.weight
+    assert torch.equal(weight[:, :, 1, 1], torch.eye(weight.shape[0])) and weight.abs().sum() == weight.shape[0]
+
+
+def test_patch_checkpoint_into_a_pixelwise_model_is_refused_with_a_hint():
+    state = to_original_state_dict(tiny_patch_model(1))
+    message = _raises_one_line(tiny_model(2), state, "unexpected keys", name="patch.pth")
+    assert "dis.cls_3.weight" in message and "model.patch_size=3" in message
+
+
+def test_backbone_file_leaves_the_patch_conv_as_it_is():
+    model = tiny_patch_model(2)
+    before = model.discriminator.patch_conv.weight.clone()
+    report = load_checkpoint(model, _backbone_init(tiny_model(1)))
+    assert report.layout == "backbone" and not report.initialised and "discriminator" in report.left_initialised
+    assert torch.equal(model.discriminator.patch_conv.weight, before)
+
+
+def test_discriminator_state_dict_in_the_original_layout():
+    from cagnet.models import Discriminator, load_original_discriminator, to_original_discriminator_state_dict
+
+    torch.manual_seed(0)
+    source = Discriminator(6, 8, 5, patch_size=3)
+    original = to_original_discriminator_state_dict(source)
+    assert list(original) == ["fc.conv.weight", "fc.conv.bias", "pred.weight", "pred.bias", "cls_3.weight",
+                              "cls_3.bias", "cls.weight", "cls.bias"]
+    for state in (original, OrderedDict(("dis." + k, v) for k, v in original.items()), source.state_dict()):
+        target = Discriminator(6, 8, 5, patch_size=3)
+        report = load_original_discriminator(target, state)
+        assert len(report.loaded) == 8
+        assert_same_state(target.state_dict(), source.state_dict())
+    # a pixel-wise discriminator's file into a patch one: identity start
+    pixel = Discriminator(6, 8, 5)
+    target = Discriminator(6, 8, 5, patch_size=3)
+    report = load_original_discriminator(target, to_original_discriminator_state_dict(pixel))
+    assert report.initialised == ["discriminator.patch_conv"]
+    feature = torch.rand(1, 6, 4, 4)
+    torch.testing.assert_close(target.eval().classify(feature), pixel.eval().classify(feature), rtol=0, atol=1e-6)
+    with pytest.raises(CheckpointError, match="unexpected keys: dis.cls_3.weight"):
+        load_original_discriminator(Discriminator(6, 8, 5), original)

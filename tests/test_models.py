@@ -347,6 +347,12 @@ def test_config_dict_round_trip_with_yaml_lists():
     ({"scales": [0.5, 1.0]}, "scales"),
     ({"generator_dropouts": [0.1]}, "generator_dropouts"),
     ({"num_unseen": -1}, "num_unseen"),
+    ({"patch_size": 2}, r"model.patch_size: must be one of 1, 3"),
+    ({"patch_size": 5}, r"model.patch_size"),
+    ({"patch_size": 0}, r"model.patch_size"),
+    ({"patch_size": "3"}, r"model.patch_size"),
+    ({"patch_size": True}, r"model.patch_size"),
+    ({"patch_size": 3.0}, r"model.patch_size"),
 ])
 def test_bad_config_raises_one_line_config_error(overrides, match):
     with pytest.raises(ConfigError, match=match) as info:
@@ -395,3 +401,85 @@ def test_stable_random_init_keeps_resnet101_activations_near_unit_scale():
     backbone.aspp(backbone.res5(backbone.res4(backbone.res3(backbone.res2(backbone.stem(image)))))).sum().backward()
     assert backbone.res4[10].increase.conv.weight.grad.abs().sum() > 0
     assert not backbone.stem.conv.bn.weight.requires_grad      # the frozen BN it relies on
+
+
+# ---------------------------------------------------------------- patch classifier (CaGNetv2)
+PIXELWISE_DISCRIMINATOR_KEYS = ["shared.weight", "shared.bias", "gan_head.weight", "gan_head.bias",
+                                "cls_head.weight", "cls_head.bias"]
+
+
+def test_patch_size_1_is_the_pixelwise_model():
+    model = tiny_model()
+    assert model.config.patch_size == 1 and model.discriminator.pixelwise
+    assert list(model.discriminator.state_dict()) == PIXELWISE_DISCRIMINATOR_KEYS
+    assert not hasattr(model.discriminator, "patch_conv")
+    assert ModelConfig.from_dict({"preset": "tiny"}).to_dict()["patch_size"] == 1
+
+
+def test_patch_size_3_adds_a_3x3_conv_before_the_class_head():
+    pixel, patch = tiny_model(), tiny_model(patch_size=3)
+    width = patch.config.discriminator_width
+    keys = list(patch.discriminator.state_dict())
+    assert keys == [*PIXELWISE_DISCRIMINATOR_KEYS[:4], "patch_conv.weight", "patch_conv.bias",
+                    *PIXELWISE_DISCRIMINATOR_KEYS[4:]]
+    conv = patch.discriminator.patch_conv
+    assert (conv.kernel_size, conv.padding, conv.in_channels, conv.out_channels) == ((3, 3), (1, 1), width, width)
+    assert count_parameters(patch) - count_parameters(pixel) == width * width * 9 + width
+    assert not patch.discriminator.pixelwise
+    assert "discriminator.patch_conv.weight" in dict(patch.named_parameters())
+    assert patch.param_groups()["discriminator"] == list(patch.discriminator.parameters())
+    assert ModelConfig.from_dict({"preset": "tiny", "patch_size": 3}).patch_size == 3
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (2, 5), (7, 3)])
+def test_patch_classifier_keeps_the_spatial_size(h, w):
+    model = tiny_model(patch_size=3).eval()
+    feature = torch.rand(2, model.config.feature_dim, h, w)
+    with torch.no_grad():
+        assert model.classify(feature).shape == (2, model.config.num_outputs, h, w)
+        assert model.gan_score(feature).shape == (2, 1, h, w)
+        score, logits = model.discriminator(feature)
+        assert torch.equal(logits, model.classify(feature)) and torch.equal(score, model.gan_score(feature))
+
+
+def test_patch_classifier_sees_a_3x3_neighbourhood_and_the_gan_head_does_not():
+    model = tiny_model(patch_size=3).eval()
+    feature = torch.rand(1, model.config.feature_dim, 5, 5)
+    changed = feature.clone()
+    changed[:, :, 2, 2] += 1.0
+    with torch.no_grad():
+        difference = (model.classify(changed) - model.classify(feature)).abs().amax(1)[0]
+        score_difference = (model.gan_score(changed) - model.gan_score(feature)).abs()[0, 0]
+    near = torch.zeros(5, 5, dtype=torch.bool)
+    near[1:4, 1:4] = True
+    # (not exactly 0 outside: a Winograd / FFT conv kernel may spread rounding noise over its tile)
+    assert difference[near].min() > 1e-4 and difference[~near].max() < 1e-6
+    assert score_difference[2, 2] > 1e-4 and score_difference.flatten()[torch.arange(25) != 12].max() < 1e-6
+
+
+def test_identity_patch_conv_gives_the_pixelwise_classifier():
+    pixel = tiny_model(1).eval()
+    patch = tiny_model(2, patch_size=3).eval()
+    state = {k: v for k, v in pixel.discriminator.state_dict().items()}
+    patch.discriminator.load_state_dict(state, strict=False)
+    patch.discriminator.init_patch_conv_as_identity()
+    feature = torch.rand(2, pixel.config.feature_dim, 4, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(patch.classify(feature), pixel.classify(feature), rtol=0, atol=1e-5)
+        assert torch.equal(patch.gan_score(feature), pixel.gan_score(feature))
+    pixel.discriminator.init_patch_conv_as_identity()   # no-op without a patch conv
+
+
+def test_patch_model_runs_end_to_end():
+    model = tiny_model(patch_size=3).eval()
+    image = image_batch(1, 64, 72)
+    with torch.no_grad():
+        out = model.extract(image, torch.ones(1, 64, 72, dtype=torch.bool))
+        assert model(image).shape == (1, model.config.num_outputs, grid(64), grid(72))
+        assert all(model.classify(f).shape[-2:] == f.shape[-2:] for f in out.classification_features)
+
+
+def test_discriminator_refuses_other_patch_sizes():
+    from cagnet.models import Discriminator
+    with pytest.raises(ConfigError, match=r"patch size must be one of 1, 3 \(got 5\)"):
+        Discriminator(8, 16, 5, patch_size=5)

@@ -1,11 +1,13 @@
 """Losses of the segmentation network: the pixel classification loss and the KL term of the
-contextual latent code, averaged over labelled pixels (see :mod:`cagnet.losses`)."""
+contextual latent code, averaged over labelled pixels (see :mod:`cagnet.losses`); the
+patch-centre classification loss and accuracy of CaGNetv2's patch-wise step 2."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from cagnet.data.transforms import IGNORE_INDEX
+from cagnet.errors import ConfigError
 from cagnet.losses.common import check_mask, full_precision
 from cagnet.runtime import autocast_off
 
@@ -31,6 +33,68 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor,
                                  ignore_index=ignore_index, reduction="sum")
     count = (labels != ignore_index).sum()
     return summed / count.clamp_min(1).to(summed.dtype)
+
+
+def classification_accuracy(logits: torch.Tensor, labels: torch.Tensor,
+                            ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Fraction of labelled pixels whose argmax over all K outputs is the label; 0 when none
+    is labelled (where the original divides 0 by 0).
+
+    Args:
+        logits: [N, K, H, W]; labels: [N, H, W] (``ignore_index`` never counts).
+    """
+    _check_pair(logits, labels, "classification_accuracy")
+    labelled = labels != ignore_index
+    correct = (logits.argmax(1) == labels) & labelled
+    return correct.sum().float() / labelled.sum().clamp_min(1).float()
+
+
+def patch_centres(tensor: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """The entries at the patch centres of the last two dimensions: rows and columns
+    ``(s - 1) // 2 :: s`` (1, 4, 7, ... for s = 3), [..., H, W] -> [..., H // s, W // s].
+
+    H and W must be multiples of the odd patch size ``s`` (a ConfigError naming the sizes
+    otherwise), as the original asserts: each centre then has its whole block around it.
+    """
+    if patch_size < 1 or patch_size % 2 == 0:
+        raise ConfigError(f"patch size must be a positive odd number (got {patch_size})")
+    height, width = tensor.shape[-2:]
+    if height % patch_size or width % patch_size:
+        raise ConfigError(f"patch centres: the grid {height}x{width} is not a multiple of the patch size {patch_size}")
+    centre = (patch_size - 1) // 2
+    return tensor[..., centre::patch_size, centre::patch_size]
+
+
+def patch_centre_loss(logits: torch.Tensor, labels: torch.Tensor, patch_size: int,
+                      ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Cross-entropy at the patch centres only (CaGNetv2's step 2 on tiled label blocks).
+
+    With a feature map tiled by ``s x s`` label blocks, each centre's ``s x s`` receptive field
+    of the patch classifier sees exactly its own generated block. ``patch_size`` 1 = the
+    pixel-wise :func:`classification_loss`.
+
+    Args:
+        logits: [N, K, H, W]; labels: [N, H, W], H and W multiples of ``patch_size``.
+
+    Returns: scalar, the mean over labelled centres (0 when none is labelled).
+    """
+    _check_pair(logits, labels, "patch_centre_loss")
+    return classification_loss(patch_centres(logits, patch_size), patch_centres(labels, patch_size), ignore_index)
+
+
+def patch_centre_accuracy(logits: torch.Tensor, labels: torch.Tensor, patch_size: int,
+                          ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """:func:`classification_accuracy` at the patch centres (see :func:`patch_centre_loss`)."""
+    _check_pair(logits, labels, "patch_centre_accuracy")
+    return classification_accuracy(patch_centres(logits, patch_size), patch_centres(labels, patch_size),
+                                   ignore_index)
+
+
+def _check_pair(logits: torch.Tensor, labels: torch.Tensor, where: str) -> None:
+    if logits.dim() != labels.dim() + 1 or logits.shape[0] != labels.shape[0] \
+            or logits.shape[2:] != labels.shape[1:]:
+        raise ValueError(f"{where}: logits {tuple(logits.shape)} and labels "
+                         f"{tuple(labels.shape)} are not [N, K, H, W] and [N, H, W]")
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor,

@@ -49,7 +49,7 @@ from cagnet.models.backbone import (ASPP_DILATIONS, BACKBONE_PRESETS, DEFAULT_SC
 from cagnet.losses import kl_divergence
 from cagnet.models.contextual import (CONTEXT_DILATIONS, ContextualLatent, ContextualModule,
                                       real_feature, resize_mask)
-from cagnet.models.discriminator import Discriminator
+from cagnet.models.discriminator import PATCH_SIZES, Discriminator
 from cagnet.models.generator import GENERATOR_DROPOUTS, GENERATOR_WIDTHS, FeatureGenerator
 
 
@@ -82,6 +82,9 @@ class ModelConfig:
     The classifier has ``num_seen + num_unseen + 1`` outputs; ``seen_table_rows`` is the row
     count of the seen-class embedding table (the original pads it to ignore index + 1 = 256 so
     that label 255 looks up a zero row).
+    ``patch_size``: 1 = CaGNet's pixel-wise classifier; 3 = CaGNetv2's patch classifier (a 3x3
+    conv between the discriminator's shared layer and its class head, see
+    :mod:`cagnet.models.discriminator`), used wherever the classifier is.
     """
 
     backbone: str = "deeplabv2_resnet101"
@@ -98,6 +101,7 @@ class ModelConfig:
     generator_dropouts: tuple[float, ...] = GENERATOR_DROPOUTS
     discriminator_width: int = 1024
     discriminator_dropout: float = 0.5
+    patch_size: int = 1
     num_seen: int = 15
     num_unseen: int = 5
     seen_table_rows: int = 256
@@ -141,6 +145,9 @@ class ModelConfig:
                 fail(name, "must be a list of numbers")
         if not is_number(self.discriminator_dropout):
             fail("discriminator_dropout", "must be a number")
+        if not is_int(self.patch_size) or self.patch_size not in PATCH_SIZES:
+            fail("patch_size", f"must be one of {', '.join(map(str, PATCH_SIZES))} (an odd patch side: "
+                               "1 = pixel-wise classifier, 3 = the 3x3 patch classifier of CaGNetv2)")
         if len(self.backbone_blocks) != 4 or min(self.backbone_blocks) < 1:
             fail("backbone_blocks", "needs 4 positive bottleneck counts (res2..res5)")
         for name in ("base_width", "feature_dim", "context_width", "embedding_dim", "discriminator_width",
@@ -281,7 +288,7 @@ class CaGNet(nn.Module):
         self.generator = FeatureGenerator(cfg.generator_input_dim, cfg.feature_dim, cfg.generator_widths,
                                           cfg.generator_dropouts)
         self.discriminator = Discriminator(cfg.feature_dim, cfg.discriminator_width, cfg.num_outputs,
-                                           cfg.discriminator_dropout)
+                                           cfg.discriminator_dropout, cfg.patch_size)
         self.backbone = DeepLabV2(cfg.backbone_blocks, cfg.base_width, cfg.feature_dim, cfg.aspp_dilations,
                                   cfg.freeze_bn)
         self.context = ContextualModule(cfg.feature_dim, cfg.context_width, cfg.context_dilations)

@@ -12,6 +12,7 @@ maps one layout onto the other (``<s>`` stage 2..5, ``<b>`` 1-based block, ``<i>
     gen.mlp.<n>.<p>                                        generator.output.<p>
     dis.fc.conv.<p>                                        discriminator.shared.<p>
     dis.pred.<p>                                           discriminator.gan_head.<p>
+    dis.cls_3.<p>                 (patch classifier)       discriminator.patch_conv.<p>
     dis.cls.<p>                                            discriminator.cls_head.<p>
     back.scale.layer1.conv1.{conv,bn}.<p>                  backbone.stem.conv.{conv,bn}.<p>
     back.scale.layer<s>.block<b>.{reduce,conv3x3,increase}.<p>
@@ -26,6 +27,33 @@ maps one layout onto the other (``<s>`` stage 2..5, ``<b>`` 1-based block, ``<i>
 
 ``back.`` is the original's multi-scale wrapper and ``scale.`` the network it runs at every
 scale; the project runs the same modules per scale without a wrapper.
+
+Patch classifier (CaGNetv2, ``model.patch_size: 3``): its 3x3 conv ``dis.cls_3`` maps onto
+``discriminator.patch_conv`` both ways (:func:`config_from_original_state_dict` reads the patch
+size from its presence). A pixel-wise checkpoint (no ``cls_3``) starts a patch-wise model: the
+missing ``patch_conv`` is set to the identity (centre tap = identity matrix, other taps and bias
+0; :meth:`Discriminator.init_patch_conv_as_identity`) and listed under ``initialised`` in the
+report. The patch model then predicts exactly what the pixel-wise checkpoint predicts, the
+sensible start for a patch-wise finetuning: the default (Kaiming) init would put a random
+linear map between the trained shared layer and the trained class head and throw the step-1
+classifier away (the original cannot load such a file at all: strict loading). A patch-wise
+checkpoint into a pixel-wise model is refused (the unexpected ``cls_3`` keys).
+:func:`load_original_discriminator` / :func:`to_original_discriminator_state_dict` read and write
+a discriminator's own state dict in the original layout (``fc.conv.*``, ``pred.*``, ``cls_3.*``,
+``cls.*``, with or without ``dis.``).
+
+The label-block PixelCNN of CaGNetv2 (:class:`cagnet.models.pixelcnn.LabelBlockPixelCNN`, its own
+files: ``{'epoch', 'state_dict'}``, DataParallel's ``module.`` prefix) maps as (``<k>`` = 1-based
+masked layer, ``<n>`` = their number, 8)::
+
+    conv<k>.0.weight                                       layers.<k-1>.conv.weight
+    conv<k>.0.mask                (checked, not stored)    (the mask of layers.<k-1>.conv)
+    conv<k>.1.<p>                                          layers.<k-1>.norm.<p>
+    conv<n+1>.<p>                                          output.<p>
+    b<k>                                                   layers.<k-1>.condition_weight
+    (none: the original keeps the table outside the net)   class_embeddings
+
+(:func:`load_original_pixelcnn`, :func:`to_original_pixelcnn_state_dict`).
 
 Accepted files (:func:`load_checkpoint`): a full original checkpoint (wrapped or bare state
 dict, optionally with the ``module.`` prefix of DataParallel), a backbone-only DeepLabV2 init
@@ -102,6 +130,9 @@ TORCHVISION_DEFAULT_WEIGHTS = "IMAGENET1K_V1"
 LAYOUT_NORMALIZATION = {"original": "caffe", "backbone": "caffe", "torchvision": "imagenet"}
 _NORMALIZATION_TEXT = {"caffe": "BGR 0..255 minus the mean", "imagenet": "RGB / 255 with the ImageNet mean and std"}
 _PARTS = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+#: project keys of the patch classifier's 3x3 conv, and of the head every classifier has
+PATCH_CONV_PREFIX = "discriminator.patch_conv."
+PIXELWISE_HEAD_KEY = "discriminator.cls_head.weight"
 _MAX_LISTED = 4
 
 # (original regex, project key from the match and n) -- original -> project
@@ -114,6 +145,7 @@ _TO_PROJECT: list[tuple[re.Pattern, Callable[[re.Match, int], str | None]]] = [
      lambda m, n: f"generator.output.{m[2]}" if int(m[1]) == n else None),
     (re.compile(r"dis\.fc\.conv\.(weight|bias)"), lambda m, n: f"discriminator.shared.{m[1]}"),
     (re.compile(r"dis\.pred\.(weight|bias)"), lambda m, n: f"discriminator.gan_head.{m[1]}"),
+    (re.compile(r"dis\.cls_3\.(weight|bias)"), lambda m, n: f"discriminator.patch_conv.{m[1]}"),
     (re.compile(r"dis\.cls\.(weight|bias)"), lambda m, n: f"discriminator.cls_head.{m[1]}"),
     (re.compile(r"back\.scale\.layer1\.conv1\.(conv\.weight|bn\." + _PARTS + ")"),
      lambda m, n: f"backbone.stem.conv.{m[1]}"),
@@ -138,6 +170,7 @@ _TO_ORIGINAL: list[tuple[re.Pattern, Callable[[re.Match, int], str]]] = [
     (re.compile(r"generator\.output\.(weight|bias)"), lambda m, n: f"gen.mlp.{n}.{m[1]}"),
     (re.compile(r"discriminator\.shared\.(weight|bias)"), lambda m, n: f"dis.fc.conv.{m[1]}"),
     (re.compile(r"discriminator\.gan_head\.(weight|bias)"), lambda m, n: f"dis.pred.{m[1]}"),
+    (re.compile(r"discriminator\.patch_conv\.(weight|bias)"), lambda m, n: f"dis.cls_3.{m[1]}"),
     (re.compile(r"discriminator\.cls_head\.(weight|bias)"), lambda m, n: f"dis.cls.{m[1]}"),
     (re.compile(r"backbone\.stem\.conv\.(.+)"), lambda m, n: f"back.scale.layer1.conv1.{m[1]}"),
     (re.compile(r"backbone\.res([2-5])\.(\d+)\.(reduce|conv3x3|increase)\.(.+)"),
@@ -372,6 +405,9 @@ class LoadReport:
         loaded: project keys that received values.
         left_initialised: model parts (module paths) that kept their current values.
         ignored: keys of the file that have no counterpart by design (torchvision's ``fc``).
+        initialised: model parts the file lacks that the loader set to a chosen start: a
+            pixel-wise checkpoint into a patch model sets ``discriminator.patch_conv`` to the
+            identity, so the patch head starts as the file's pixel-wise head.
         normalization: the input normalisation the weights were trained with
             (:data:`LAYOUT_NORMALIZATION`, or a training checkpoint's config), None if unknown.
     """
@@ -383,6 +419,7 @@ class LoadReport:
     left_initialised: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     normalization: str | None = None
+    initialised: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = f"{self.source}: {self.layout} layout, {len(self.loaded)} tensors loaded"
@@ -390,6 +427,8 @@ class LoadReport:
             text += f", iteration {self.iteration}"
         if self.left_initialised:
             text += f"; left initialised: {', '.join(self.left_initialised)}"
+        if self.initialised:
+            text += f"; initialised as the pixel-wise head (identity 3x3): {', '.join(self.initialised)}"
         if self.ignored:
             text += f"; ignored (no DeepLabV2 counterpart): {', '.join(self.ignored)}"
         return text
@@ -460,8 +499,11 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping[str, A
     ``num_batches_tracked`` entries (files written before PyTorch 0.4.1) are tolerated. A
     backbone-only file (DeepLabV2 init, torchvision) must cover the whole ResNet body (stem,
     res2..res5); the other parts are left as they are and listed in the report, torchvision's
-    classifier ``fc`` is ignored and listed too. The report's ``normalization`` tells which
-    input the weights expect (:func:`check_input_normalization`).
+    classifier ``fc`` is ignored and listed too. A pixel-wise checkpoint loads into a patch
+    model (``model.patch_size: 3``): its ``discriminator.patch_conv`` starts as the identity
+    (the model predicts what the checkpoint's pixel-wise head predicts) and the report lists
+    it under ``initialised``. The report's ``normalization`` tells which input the weights
+    expect (:func:`check_input_normalization`).
     """
     state, iteration, name, trained_normalization = _read(source, name)
     target = model.state_dict()
@@ -497,22 +539,33 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping[str, A
                   for k, v in mapped.items() if tuple(v.shape) != tuple(target[k].shape)]
     missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
     body_only = layout in ("backbone", "torchvision")   # the rest of the model keeps its values
-    required = [k for k in missing if not body_only or _is_resnet_body(k)]
+    # a pixel-wise checkpoint (its classifier head in the file, no patch conv) into a patch model
+    patch_start = [k for k in missing if k.startswith(PATCH_CONV_PREFIX)]
+    starts_patch_head = bool(patch_start) and not body_only and PIXELWISE_HEAD_KEY in mapped
+    required = [k for k in missing if (not body_only or _is_resnet_body(k))
+                and not (starts_patch_head and k in patch_start)]
     problems = []
     if required:
         problems.append(f"missing keys: {_listing([shown(k) for k in required])}")
     if unexpected:
-        problems.append(f"unexpected keys: {_listing(unexpected)}")
+        hint = ""
+        if any(re.fullmatch(r"(discriminator\.patch_conv|dis\.cls_3)\.(weight|bias)", k) for k in unexpected):
+            hint = " (a patch-classifier checkpoint: build the model with model.patch_size=3)"
+        problems.append(f"unexpected keys: {_listing(unexpected)}{hint}")
     if mismatched:
         problems.append(f"shape mismatch: {_listing(mismatched)}")
     if problems:
         raise CheckpointError(f"checkpoint {name} ({layout} layout) does not match the model: " + "; ".join(problems))
 
     model.load_state_dict(mapped, strict=False)
-    left = sorted({_module_of(k) for k in missing})
+    initialised = []
+    if starts_patch_head:
+        model.discriminator.init_patch_conv_as_identity()
+        initialised = [PATCH_CONV_PREFIX.rstrip(".")]
+    left = sorted({_module_of(k) for k in missing if not (starts_patch_head and k in patch_start)})
     normalization = trained_normalization if layout == "project" else LAYOUT_NORMALIZATION[layout]
     return LoadReport(source=name, layout=layout, iteration=iteration, loaded=list(mapped), left_initialised=left,
-                      ignored=ignored, normalization=normalization)
+                      ignored=ignored, normalization=normalization, initialised=initialised)
 
 
 def config_from_original_state_dict(state: Mapping[str, torch.Tensor], num_unseen: int, **overrides: Any):
@@ -521,7 +574,9 @@ def config_from_original_state_dict(state: Mapping[str, torch.Tensor], num_unsee
     Depth, widths and dims are read from the shapes (``module.`` prefixes are ignored); the
     seen/unseen split is not in the file, hence ``num_unseen``; neither are dilations and
     dropout rates (the original's are kept; a generator of another depth gets dropout 0).
-    ``overrides`` set any field (e.g. ``scales``). Raises :class:`CheckpointError` when an expected key is absent.
+    ``overrides`` set any field (e.g. ``scales``). ``patch_size`` is 3 when the file has the patch
+    classifier's ``dis.cls_3`` (its kernel side), else 1. Raises :class:`CheckpointError` when an
+    expected key is absent.
     """
     from cagnet.models.backbone import BACKBONE_PRESETS
     from cagnet.models.cagnet import model_config
@@ -562,5 +617,159 @@ def config_from_original_state_dict(state: Mapping[str, torch.Tensor], num_unsee
     if shape("dis.cls.weight")[0] != total_classes + 1:
         raise CheckpointError(f"original state dict: dis.cls has {shape('dis.cls.weight')[0]} outputs, "
                               f"expected Em_all rows + 1 = {total_classes + 1}")
+    if "dis.cls_3.weight" in state:   # CaGNetv2's patch classifier (Discriminator_ps3)
+        patch_shape = shape("dis.cls_3.weight")
+        width = values["discriminator_width"]
+        if patch_shape[:2] != (width, width) or patch_shape[2] != patch_shape[3]:
+            raise CheckpointError(f"original state dict: dis.cls_3 has shape {list(patch_shape)}, expected "
+                                  f"[{width}, {width}, k, k] (a square conv on the discriminator's width)")
+        values["patch_size"] = patch_shape[2]
     values.update(overrides)
     return model_config("original", **values)
+
+
+# ------------------------------------------------------------------ a discriminator's own state dict
+ORIGINAL_DISCRIMINATOR_PREFIX = "dis."
+
+
+def load_original_discriminator(discriminator: nn.Module, source: str | os.PathLike | Mapping[str, Any], *,
+                                name: str | None = None) -> LoadReport:
+    """Load a discriminator's own state dict into a :class:`Discriminator`.
+
+    ``source`` (file or mapping) holds the original discriminator's keys (``fc.conv.*``,
+    ``pred.*``, ``cls_3.*`` for the patch classifier, ``cls.*``), the same with the ``dis.``
+    prefix of a full checkpoint, or the project's (``shared.*``, ...). The checks and the
+    patch-head start are :func:`load_checkpoint`'s; the report names the keys as in a CaGNet
+    model (``discriminator.shared.weight``, ...).
+    """
+    state, _, name, _ = _read(source, name)
+    own = set(discriminator.state_dict())
+    if set(state) <= own:
+        state = OrderedDict(("discriminator." + k, v) for k, v in state.items())
+    elif not all(k.startswith(ORIGINAL_DISCRIMINATOR_PREFIX) for k in state):
+        state = OrderedDict((ORIGINAL_DISCRIMINATOR_PREFIX + k, v) for k, v in state.items())
+    holder = nn.Module()
+    holder.discriminator = discriminator   # the same module: loading into it loads the discriminator
+    return load_checkpoint(holder, state, name=name)
+
+
+def to_original_discriminator_state_dict(discriminator: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+    """A discriminator's state dict with the original's names, without ``dis.`` (``fc.conv.weight``,
+    ``pred.*``, ``cls_3.*`` with the patch classifier, ``cls.*``); same tensors, not copies."""
+    return OrderedDict((project_to_original_key("discriminator." + k)[len(ORIGINAL_DISCRIMINATOR_PREFIX):], v)
+                       for k, v in discriminator.state_dict().items())
+
+
+# ------------------------------------------------------------------ the label-block PixelCNN
+def original_pixelcnn_to_project_key(key: str, num_layers: int = 8) -> str | None:
+    """Project key of an original PixelCNN key (``conv3.1.running_var`` ->
+    ``layers.2.norm.running_var``, ``b3`` -> ``layers.2.condition_weight``, ``conv9.bias`` ->
+    ``output.bias`` with 8 layers); None for the mask buffers ``conv<k>.0.mask`` and unknown keys."""
+    m = re.fullmatch(r"conv(\d+)\.0\.weight", key)
+    if m and 1 <= int(m[1]) <= num_layers:
+        return f"layers.{int(m[1]) - 1}.conv.weight"
+    m = re.fullmatch(r"conv(\d+)\.1\." + _PARTS, key)
+    if m and 1 <= int(m[1]) <= num_layers:
+        return f"layers.{int(m[1]) - 1}.norm.{m[2]}"
+    m = re.fullmatch(r"conv(\d+)\.(weight|bias)", key)
+    if m and int(m[1]) == num_layers + 1:
+        return f"output.{m[2]}"
+    m = re.fullmatch(r"b(\d+)", key)
+    if m and 1 <= int(m[1]) <= num_layers:
+        return f"layers.{int(m[1]) - 1}.condition_weight"
+    return None
+
+
+def project_pixelcnn_to_original_key(key: str, num_layers: int = 8) -> str:
+    """Inverse of :func:`original_pixelcnn_to_project_key`; KeyError for ``class_embeddings``
+    (not part of the original's network) and unknown keys."""
+    m = re.fullmatch(r"layers\.(\d+)\.(conv\.weight|norm\.(.+)|condition_weight)", key)
+    if m:
+        k = int(m[1]) + 1
+        if m[2] == "conv.weight":
+            return f"conv{k}.0.weight"
+        return f"b{k}" if m[2] == "condition_weight" else f"conv{k}.1.{m[3]}"
+    m = re.fullmatch(r"output\.(weight|bias)", key)
+    if m:
+        return f"conv{num_layers + 1}.{m[1]}"
+    raise KeyError(f"pixelcnn key {key!r} has no counterpart in the original layout")
+
+
+def load_original_pixelcnn(model: nn.Module, source: str | os.PathLike | Mapping[str, Any], *,
+                           name: str | None = None) -> LoadReport:
+    """Load an original label-block PixelCNN state dict into a
+    :class:`~cagnet.models.pixelcnn.LabelBlockPixelCNN` (or a project-layout one).
+
+    Accepted: the original's ``{'epoch', 'state_dict'}`` files or bare state dicts, with or
+    without DataParallel's ``module.`` prefix. The original's weights may be stored before
+    masking (a fresh net) or masked (after a forward): the model masks in its forward, so both
+    give the same network. Mask buffers in the file (``conv<k>.0.mask``) must be the model's
+    masks; they are not stored. The original keeps the word-embedding table outside the
+    network, so an original file leaves ``class_embeddings`` as it is (report:
+    ``left_initialised``; fill it with ``set_class_embeddings``). Any other mismatch (a
+    conditioned file into an unconditioned model or back, other widths) raises
+    :class:`CheckpointError` naming the keys, with the model unchanged.
+    """
+    state, _, name, _ = _read(source, name)
+    target = model.state_dict()
+    num_layers = len(model.layers)
+    problems: list[str] = []
+    if set(state) <= set(target):
+        layout, mapped, unexpected = "project", OrderedDict(state), []
+    else:
+        layout, mapped, unexpected = "original", OrderedDict(), []
+        for key, value in state.items():
+            mask = re.fullmatch(r"conv(\d+)\.0\.mask", key)
+            if mask and 1 <= int(mask[1]) <= num_layers:
+                expected = model.layers[int(mask[1]) - 1].conv.mask
+                if value.shape[-2:] != expected.shape or not torch.equal(
+                        value.float(), expected.expand_as(value).to(value.device)):
+                    problems.append(f"{key} is not the model's mask {model.layers[int(mask[1]) - 1].conv.mask_type}")
+                continue
+            project_key = original_pixelcnn_to_project_key(key, num_layers)
+            if project_key is None or project_key not in target:
+                unexpected.append(key)
+            else:
+                mapped[project_key] = value
+
+    def shown(key: str) -> str:
+        return key if layout == "project" else project_pixelcnn_to_original_key(key, num_layers)
+
+    optional = ("class_embeddings",) if layout == "original" else ()
+    missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
+    required = [k for k in missing if k not in optional]
+    mismatched = [f"{shown(k)} file {list(v.shape)} vs model {list(target[k].shape)}"
+                  for k, v in mapped.items() if tuple(v.shape) != tuple(target[k].shape)]
+    if required:
+        problems.append(f"missing keys: {_listing([shown(k) for k in required])}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch: {_listing(mismatched)}")
+    if problems:
+        raise CheckpointError(f"pixelcnn checkpoint {name} ({layout} layout) does not match the model: "
+                              + "; ".join(problems))
+    model.load_state_dict(mapped, strict=False)
+    return LoadReport(source=name, layout=layout, loaded=list(mapped),
+                      left_initialised=[k for k in missing if k in optional])
+
+
+def to_original_pixelcnn_state_dict(model: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+    """The PixelCNN's state dict in the original layout, as its ``net.state_dict()`` after a
+    forward: masked conv weights and the ``conv<k>.0.mask`` buffers ([out, in, k, k], ones and
+    zeros), no ``class_embeddings`` (the original's table is not part of the network). New
+    tensors (masked copies), ``module.``-free."""
+    num_layers = len(model.layers)
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, value in model.state_dict().items():
+        if key == "class_embeddings":
+            continue
+        m = re.fullmatch(r"layers\.(\d+)\.conv\.weight", key)
+        if m:
+            mask = model.layers[int(m[1])].conv.mask
+            original_key = project_pixelcnn_to_original_key(key, num_layers)
+            out[original_key] = (value * mask).detach().clone()
+            out[original_key.replace(".weight", ".mask")] = mask.expand_as(value).clone()
+        else:
+            out[project_pixelcnn_to_original_key(key, num_layers)] = value.detach().clone()
+    return out
