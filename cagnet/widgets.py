@@ -18,22 +18,49 @@ from matplotlib.figure import Figure
 from cagnet import viz
 from cagnet.data.transforms import IGNORE_INDEX
 from cagnet.metrics import per_image_iou
-from cagnet.viz.legends import legend_label
+from cagnet.viz.error_maps import ERROR_CATEGORIES, ERROR_COLOURS, error_categories, error_shares
+from cagnet.viz.legends import UNSEEN_NOTE, unseen_label
 
-__all__ = ["explorer_view", "iou_summary_html", "mask_explorer"]
+__all__ = ["default_method", "explorer_view", "iou_summary_html", "mask_explorer"]
 
 
 def _percent(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100.0 * value:.1f}"
 
 
+def default_method(methods: Iterable[str]) -> str:
+    """The method the explorer opens on: ``CaGNet`` when present, else the first whose name starts
+    with "cagnet" (any case: ``CaGNet+ST``, ``cagnet_mixed``), else the first. The method of the
+    paper is what a reader of the tutorial looks at first; baselines are for comparison."""
+    names = list(methods)
+    if not names:
+        raise ValueError("no method")
+    for name in names:
+        if name == "CaGNet":
+            return name
+    return next((name for name in names if str(name).lower().startswith("cagnet")), names[0])
+
+
+def _errors_html(shares: Mapping[str, float]) -> str:
+    """One line of the error map's categories with their share of the scored pixels, each with its colour."""
+    parts = []
+    for name, colour in zip(ERROR_CATEGORIES, ERROR_COLOURS):
+        if name in shares and math.isfinite(shares[name]):
+            swatch = (f'<span style="display: inline-block; width: 0.8em; height: 0.8em; border: 1px solid #808080; '
+                      f'background: rgb({colour[0]}, {colour[1]}, {colour[2]})"></span>')
+            parts.append(f"{swatch} {html.escape(name)}: {_percent(shares[name])}")
+    return "error map (% of scored pixels):<br>" + "<br>".join(parts) if parts else ""
+
+
 def iou_summary_html(scores: Mapping, class_names: Sequence[str], num_seen: int,
-                     visible_classes: Iterable[int] | None = None, title: str | None = None) -> str:
+                     visible_classes: Iterable[int] | None = None, title: str | None = None,
+                     errors: Mapping[str, float] | None = None) -> str:
     """The per-image scores of :func:`cagnet.metrics.per_image_iou` (called with ``num_seen``) as HTML.
 
-    One line with the image's mIoU, seen / unseen mIoU and hIoU (%), then a table of the IoU
-    of each class present in the ground truth or the prediction; unseen classes read
-    "name (unseen)" in bold italics, classes outside ``visible_classes`` are greyed.
+    One line with the image's mIoU, seen / unseen mIoU and hIoU (%), then (with ``errors``,
+    :func:`cagnet.viz.error_maps.error_shares`) the share of each kind of mistake, then a table
+    of the IoU of each class present in the ground truth or the prediction; unseen classes
+    read "name*" (explained under the table), classes outside ``visible_classes`` are greyed.
     """
     visible = None if visible_classes is None else {int(c) for c in visible_classes}
     lines = []
@@ -42,15 +69,17 @@ def iou_summary_html(scores: Mapping, class_names: Sequence[str], num_seen: int,
     lines.append(f"mIoU <b>{_percent(scores['miou'])}</b> &middot; seen {_percent(scores.get('seen_miou'))} "
                  f"&middot; unseen {_percent(scores.get('unseen_miou'))} &middot; hIoU "
                  f"<b>{_percent(scores.get('hiou'))}</b>")
+    if errors:
+        lines.append("<br>" + _errors_html(errors))
     rows = []
     for c in scores["classes"]:
-        name = html.escape(class_names[c])
-        if c >= num_seen:
-            name = f"<b><i>{name} (unseen)</i></b>"
+        name = html.escape(unseen_label(class_names[c], c >= num_seen))
         style = ' style="color: #999999"' if visible is not None and c not in visible else ""
         rows.append(f"<tr{style}><td>{name}</td><td style=\"text-align: right\">"
                     f"{_percent(float(scores['class_iou'][c]))}</td></tr>")
     lines.append("<table><tr><th>class</th><th>IoU (%)</th></tr>" + "".join(rows) + "</table>")
+    if any(c >= num_seen for c in scores["classes"]):
+        lines.append(f"<small>{html.escape(UNSEEN_NOTE)}</small>")
     return "\n".join(lines)
 
 
@@ -67,16 +96,18 @@ def _check_explorer_inputs(images: Sequence, labels: Sequence, predictions: Mapp
 def explorer_view(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                   predictions: Mapping[str, Sequence[np.ndarray]], class_names: Sequence[str], num_seen: int,
                   index: int = 0, method: str | None = None, visible_classes: Iterable[int] | None = None,
-                  alpha: float = 0.6, ignore_index: int = IGNORE_INDEX) -> tuple[Figure, str]:
+                  alpha: float = 1.0, ignore_index: int = IGNORE_INDEX) -> tuple[Figure, str]:
     """What :func:`mask_explorer` shows for one state of its controls.
 
-    Image ``index`` with ``method``'s prediction (default: the first method):
-    :func:`cagnet.viz.plot_method_panels` (image | ground truth | prediction, overlays with
-    opacity ``alpha``, only ``visible_classes`` coloured) and :func:`iou_summary_html` of
-    :func:`cagnet.metrics.per_image_iou`. Returns ``(figure, html)``.
+    Image ``index`` with ``method``'s prediction (default: :func:`default_method`, CaGNet when
+    present): :func:`cagnet.viz.plot_method_panels` (image | ground truth | prediction | error
+    map; ground truth and prediction both drawn as class colours over the image with opacity
+    ``alpha``, 1 = flat maps; only ``visible_classes`` coloured, the other pixels faded in the
+    error map) and :func:`iou_summary_html` of :func:`cagnet.metrics.per_image_iou` with the
+    share of each kind of mistake. Returns ``(figure, html)``.
     """
     _check_explorer_inputs(images, labels, predictions)
-    method = next(iter(predictions)) if method is None else method
+    method = default_method(predictions) if method is None else method
     if method not in predictions:
         raise ValueError(f"method {method!r} is not one of {', '.join(map(repr, predictions))}")
     if not 0 <= index < len(images):
@@ -86,7 +117,9 @@ def explorer_view(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     figure = viz.plot_method_panels(images[index], label, {method: prediction}, class_names, num_seen,
                                     alpha=alpha, visible_classes=visible, ignore_index=ignore_index)
     scores = per_image_iou(label, prediction, len(class_names), ignore_index, num_seen)
-    summary = iou_summary_html(scores, class_names, num_seen, visible, title=f"image {index}: {method}")
+    shares = error_shares(error_categories(label, prediction, num_seen, ignore_index))
+    summary = iou_summary_html(scores, class_names, num_seen, visible, title=f"image {index}: {method}",
+                               errors=shares)
     return figure, summary
 
 
@@ -98,14 +131,16 @@ def _png_bytes(figure: Figure, dpi: int) -> bytes:
 
 def mask_explorer(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                   predictions: Mapping[str, Sequence[np.ndarray]], class_names: Sequence[str], num_seen: int,
-                  alpha: float = 0.6, dpi: int = 90, ignore_index: int = IGNORE_INDEX):
-    """Browse test images and each method's predicted masks.
+                  alpha: float = 1.0, dpi: int = 90, ignore_index: int = IGNORE_INDEX, method: str | None = None):
+    """Browse test images, each method's predicted masks and their error maps.
 
     ``images`` uint8 [H, W, 3]; ``labels`` and ``predictions[method][k]`` [H, W] evaluation
     indices (0..S-1 seen, S..K-1 unseen, ``ignore_index`` unlabelled). Controls: an image
-    slider, a method dropdown, an overlay opacity slider and a class selection (unseen
-    classes marked); the view is :func:`explorer_view` (figure shown as a PNG at ``dpi``, and
-    the per-image IoU as HTML), redrawn whenever a control changes.
+    slider, a method dropdown (opening on ``method``, default :func:`default_method`: CaGNet
+    when present), an opacity slider (of the class colours over the image, in the ground truth
+    and the prediction alike; 1 = flat maps) and a class selection (unseen classes end in
+    "*"); the view is :func:`explorer_view` (figure shown as a PNG at ``dpi``, and the
+    per-image IoU and error shares as HTML), redrawn whenever a control changes.
 
     Returns an ``ipywidgets.VBox``: ``children[0]`` = HBox(image ``IntSlider``, method
     ``Dropdown``, opacity ``FloatSlider``); ``children[1]`` = HBox(classes ``SelectMultiple``,
@@ -116,10 +151,13 @@ def mask_explorer(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     _check_explorer_inputs(images, labels, predictions)
     image_slider = widgets.IntSlider(value=0, min=0, max=len(images) - 1, step=1, description="image",
                                      continuous_update=False)
-    method_dropdown = widgets.Dropdown(options=list(predictions), description="method")
+    method = default_method(predictions) if method is None else method
+    if method not in predictions:
+        raise ValueError(f"method {method!r} is not one of {', '.join(map(repr, predictions))}")
+    method_dropdown = widgets.Dropdown(options=list(predictions), value=method, description="method")
     opacity_slider = widgets.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="opacity",
                                          continuous_update=False, readout_format=".2f")
-    class_options = [(legend_label(name, i >= num_seen), i) for i, name in enumerate(class_names)]
+    class_options = [(unseen_label(name, i >= num_seen), i) for i, name in enumerate(class_names)]
     class_select = widgets.SelectMultiple(options=class_options, value=tuple(range(len(class_names))),
                                           rows=min(len(class_names), 12), description="classes")
     # the figure keeps its aspect ratio (a stretched flex item would distort it) and shrinks to

@@ -31,10 +31,17 @@ def tiny_test_set():
 def test_explorer_view_is_a_figure_and_an_iou_summary():
     images, labels, predictions = tiny_test_set()
     figure, summary = widgets.explorer_view(images, labels, predictions, NAMES, num_seen=2, index=0)
-    assert isinstance(figure, Figure) and len(figure.axes) == 3  # image | ground truth | "good"
+    assert isinstance(figure, Figure) and len(figure.axes) == 4  # image | ground truth | "good" | its errors
     assert figure.axes[2].get_title().startswith("good\nmIoU 100.0")
+    assert figure.axes[3].get_title() == "errors: 0.0 % wrong"
+    np.testing.assert_array_equal(np.asarray(figure.axes[3].images[0].get_array()),
+                                  viz.error_map(labels[0], predictions["good"][0], 2))
     assert "image 0: good" in summary and "mIoU <b>100.0</b>" in summary
-    assert "<b><i>cat (unseen)</i></b>" in summary
+    assert "<td>cat*</td>" in summary and "(unseen)" not in summary and viz.UNSEEN_NOTE in summary
+    assert "correct: 100.0" in summary  # the error shares
+    _, imperfect = widgets.explorer_view(images, labels, predictions, NAMES, 2, index=2, method="good")
+    wrong = float((labels[2][:3] != 2).sum() / (labels[2] != 255).sum())
+    assert f"correct: {100 * (1 - wrong):.1f}" in imperfect
     _, poor = widgets.explorer_view(images, labels, predictions, NAMES, 2, index=0, method="poor",
                                     visible_classes=[0])
     assert "mIoU <b>100.0</b>" not in poor and 'style="color: #999999"' in poor  # hidden classes greyed
@@ -55,7 +62,7 @@ def test_mask_explorer_redraws_on_every_control():
     class_select, view, scores = explorer.children[1].children
     assert (image_slider.min, image_slider.max) == (0, 2)
     assert list(method_dropdown.options) == ["good", "poor"]
-    assert [label for label, _ in class_select.options] == ["sky", "grass", "cat (unseen)", "dog (unseen)"]
+    assert [label for label, _ in class_select.options] == ["sky", "grass", "cat*", "dog*"]
     assert class_select.value == (0, 1, 2, 3)
 
     def state():
@@ -118,3 +125,26 @@ def test_explorer_draws_colour_named_classes_in_their_colour():
     assert expected[1] > expected[[0, 2]].max() + 40  # green_striped is drawn green
     drawn = colours[np.argsort(counts)[::-1][:3]]  # white background, the grey image, the class colour
     assert any((np.abs(c.astype(int) - expected) <= 2).all() for c in drawn)
+
+
+def test_explorer_opens_on_cagnet():
+    images, labels, predictions = tiny_test_set()
+    methods = {"SPNet": predictions["poor"], "ZS3Net": predictions["poor"], "CaGNet": predictions["good"],
+               "CaGNet+ST": predictions["good"]}
+    assert widgets.default_method(methods) == "CaGNet"
+    assert widgets.default_method(["SPNet", "cagnet_mixed", "CaGNet+ST"]) == "cagnet_mixed"
+    assert widgets.default_method(["good", "poor"]) == "good"  # no CaGNet: the first
+    with pytest.raises(ValueError):
+        widgets.default_method([])
+    figure, summary = widgets.explorer_view(images, labels, methods, NAMES, 2)
+    assert "image 0: CaGNet" in summary and figure.axes[2].get_title().startswith("CaGNet\n")
+    ipywidgets = pytest.importorskip("ipywidgets")
+    explorer = widgets.mask_explorer(images, labels, methods, NAMES, num_seen=2, dpi=40)
+    assert isinstance(explorer, ipywidgets.Widget)
+    method_dropdown = explorer.children[0].children[1]
+    assert method_dropdown.value == "CaGNet" and list(method_dropdown.options) == list(methods)
+    assert "image 0: CaGNet" in explorer.children[1].children[2].value
+    chosen = widgets.mask_explorer(images, labels, methods, NAMES, num_seen=2, dpi=40, method="ZS3Net")
+    assert chosen.children[0].children[1].value == "ZS3Net"
+    with pytest.raises(ValueError):
+        widgets.mask_explorer(images, labels, methods, NAMES, num_seen=2, method="missing")

@@ -10,8 +10,9 @@ from matplotlib.patches import Patch
 
 from cagnet.data.embeddings import cosine_similarity
 from cagnet.data.transforms import IGNORE_INDEX
-from cagnet.viz.legends import add_fitted_legend, legend_label, style_unseen_texts
-from cagnet.viz.masks import IGNORE_COLOUR, class_palette, overlay_mask
+from cagnet.viz.legends import (MAX_FIGURE_WIDTH, UNSEEN_HATCH, UNSEEN_NOTE, add_fitted_legend, class_title,
+                                fit_width, unseen_label)
+from cagnet.viz.masks import IGNORE_COLOUR, class_palette, colorize_mask, hatch, overlay_mask
 
 def plot_samples(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], class_names: Sequence[str],
                  palette: np.ndarray | None = None, unseen: Iterable[int] | None = None, ncols: int = 4,
@@ -19,8 +20,9 @@ def plot_samples(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], clas
     """Grid of samples: each image (upper panel) above its label overlay (lower panel).
 
     ``images`` uint8 [H, W, 3] each, ``masks`` [H, W] ids indexing ``class_names``. The legend
-    lists the classes present in the masks; classes in ``unseen`` are marked "(unseen)" in
-    bold italics. The figure has exactly ``2 * len(images)`` axes.
+    lists the classes present in the masks; classes in ``unseen`` are hatched, in the overlays
+    and in the legend, where they read "name*". Panels shrink to keep the figure within
+    :data:`~cagnet.viz.legends.MAX_FIGURE_WIDTH`. The figure has exactly ``2 * len(images)`` axes.
     """
     if len(images) != len(masks) or not len(images):
         raise ValueError(f"need the same positive number of images and masks, got {len(images)} and {len(masks)}")
@@ -29,7 +31,8 @@ def plot_samples(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], clas
     count = len(images)
     ncols = max(1, min(ncols, count))
     nrows = -(-count // ncols)
-    fig = Figure(figsize=(2.6 * ncols, 5.2 * nrows + 0.1), layout="constrained")
+    side = min(2.6, (MAX_FIGURE_WIDTH - 0.3) / ncols)
+    fig = Figure(figsize=(side * ncols, 2 * side * nrows + 0.1), layout="constrained")
     grid = fig.add_gridspec(2 * nrows, ncols)
     present: set[int] = set()
     for k, (image, mask) in enumerate(zip(images, masks)):
@@ -37,7 +40,10 @@ def plot_samples(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], clas
         ax_image = fig.add_subplot(grid[2 * row, col])
         ax_overlay = fig.add_subplot(grid[2 * row + 1, col])
         ax_image.imshow(image)
-        ax_overlay.imshow(overlay_mask(image, mask, palette, alpha, ignore_index))
+        mask = np.asarray(mask)
+        overlay = overlay_mask(image, mask, palette, alpha, ignore_index)
+        ax_overlay.imshow(hatch(overlay, (mask != ignore_index) & np.isin(mask, sorted(unseen_ids)),
+                                base=colorize_mask(mask, palette, ignore_index)))
         ax_image.set_title(titles[k] if titles is not None else f"sample {k}", fontsize=9)
         for ax in (ax_image, ax_overlay):
             ax.set_xticks([])
@@ -45,13 +51,14 @@ def plot_samples(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], clas
         present.update(int(v) for v in np.unique(mask))
     has_ignored = ignore_index in present
     ids = sorted(v for v in present if v != ignore_index)
-    handles = [Patch(facecolor=palette[i] / 255.0, label=legend_label(class_names[i], i in unseen_ids)) for i in ids]
-    flags = [i in unseen_ids for i in ids]
+    handles = [Patch(facecolor=palette[i] / 255.0, edgecolor="black" if i in unseen_ids else "none",
+                     hatch=UNSEEN_HATCH if i in unseen_ids else None, label=unseen_label(class_names[i], i in unseen_ids))
+               for i in ids]
     if has_ignored:
         handles.append(Patch(facecolor=IGNORE_COLOUR / 255.0, label="ignored"))
-        flags.append(False)
     if handles:
-        add_fitted_legend(fig, handles, "outside lower center", 4, flags, fontsize=8, frameon=False)
+        add_fitted_legend(fig, handles, "outside lower center", 4, fontsize=8, frameon=False, title_fontsize=8,
+                          title=class_title("classes", any(i in unseen_ids for i in ids)))
     return fig
 
 
@@ -60,8 +67,8 @@ def plot_class_pixel_stats(pixel_counts: Mapping[str, Sequence[int]], class_name
     """Bar plot of each class's share of the labelled pixels, one bar colour per split.
 
     ``pixel_counts`` maps a split name ("train", "test") to counts [K] indexed like
-    ``class_names``. Unseen classes get a shaded column and bold italic tick labels ending in
-    "*". Returns a figure with one axes.
+    ``class_names``. Unseen classes get hatched bars and tick labels ending in "*". Returns a
+    figure with one axes.
     """
     import pandas as pd
     import seaborn as sns
@@ -76,16 +83,18 @@ def plot_class_pixel_stats(pixel_counts: Mapping[str, Sequence[int]], class_name
         for i, name in enumerate(class_names):
             rows.append({"class": name, "split": split, "pixel share (%)": 100.0 * share[i]})
     frame = pd.DataFrame(rows)
-    fig = Figure(figsize=(max(6.0, 0.5 * len(class_names) + 2), 4.0), layout="constrained")
+    fig = Figure(figsize=(fit_width(max(6.0, 0.5 * len(class_names) + 2)), 4.0), layout="constrained")
     ax = fig.add_subplot()
-    for i in unseen_ids:
-        ax.axvspan(i - 0.5, i + 0.5, color="0.9", zorder=0)
     sns.barplot(data=frame, x="class", y="pixel share (%)", hue="split", ax=ax, palette="deep", zorder=2)
+    for container in ax.containers:  # one per split, its bars in class order
+        for i, bar in enumerate(container):
+            if i in unseen_ids:
+                bar.set_hatch(UNSEEN_HATCH)
+                bar.set_edgecolor("white")  # the hatch's colour
     ax.set_xticks(range(len(class_names)))
-    ax.set_xticklabels([f"{n}*" if i in unseen_ids else n for i, n in enumerate(class_names)],
+    ax.set_xticklabels([unseen_label(n, i in unseen_ids) for i, n in enumerate(class_names)],
                        rotation=60, ha="right", fontsize=8)
-    style_unseen_texts(ax.get_xticklabels(), [i in unseen_ids for i in range(len(class_names))])
-    ax.set_xlabel("class (* = unseen, shaded)" if unseen_ids else "class")
+    ax.set_xlabel(f"class ({UNSEEN_NOTE})" if unseen_ids else "class")
     ax.set_title("Share of labelled pixels per class")
     return fig
 
@@ -94,9 +103,12 @@ def plot_embedding_similarity(embeddings: np.ndarray, class_names: Sequence[str]
                               unseen: Iterable[int] | None = None, annotate: bool | None = None) -> Figure:
     """Heatmap of the cosine similarity between class embeddings [K, D] (rows = class_names).
 
-    Unseen classes (indices into the rows) get bold italic tick labels ending in "*". Values
-    are written in the cells when ``annotate`` (default: K <= 20). Returns a figure whose
-    axes are the heatmap and its colour bar.
+    The colour scale spans the off-diagonal values (a sequential map from their minimum to
+    their maximum): embeddings of related names are all alike (0.6 .. 1.0 on the embedded
+    benchmark), and a -1 .. 1 scale would draw them in nearly one colour. The diagonal (1 by
+    definition) is left blank. Unseen classes (indices into the rows) get tick labels ending
+    in "*". Values are written in the cells when ``annotate`` (default: K <= 20). Returns a
+    figure whose axes are the heatmap and its colour bar.
     """
     import seaborn as sns
 
@@ -104,20 +116,22 @@ def plot_embedding_similarity(embeddings: np.ndarray, class_names: Sequence[str]
     if emb.ndim != 2 or emb.shape[0] != len(class_names):
         raise ValueError(f"embeddings must be [{len(class_names)}, D], got shape {emb.shape}")
     unseen_ids = {int(u) for u in (unseen if unseen is not None else [])}
-    similarity = cosine_similarity(emb)
+    similarity = np.asarray(cosine_similarity(emb), dtype=np.float64)
+    diagonal = np.eye(len(class_names), dtype=bool)
+    off = similarity[~diagonal]
+    low, high = (float(off.min()), float(off.max())) if off.size else (0.0, 1.0)
+    if high - low < 1e-6:
+        low, high = low - 0.005, high + 0.005  # all alike: a visible, centred scale
     annotate = len(class_names) <= 20 if annotate is None else annotate
-    labels = [f"{n}*" if i in unseen_ids else n for i, n in enumerate(class_names)]
-    side = max(5.0, 0.45 * len(class_names) + 2.5)
+    labels = [unseen_label(n, i in unseen_ids) for i, n in enumerate(class_names)]
+    side = min(max(5.0, 0.45 * len(class_names) + 2.5), MAX_FIGURE_WIDTH - 1.0)
     fig = Figure(figsize=(side + 1.0, side), layout="constrained")
     ax = fig.add_subplot()
-    sns.heatmap(similarity, ax=ax, vmin=-1.0, vmax=1.0, cmap="vlag", square=True, annot=annotate,
-                fmt=".2f", annot_kws={"fontsize": 6}, xticklabels=labels, yticklabels=labels,
-                cbar_kws={"label": "cosine similarity", "shrink": 0.8})
-    flags = [i in unseen_ids for i in range(len(class_names))]
-    style_unseen_texts(ax.get_xticklabels(), flags)
-    style_unseen_texts(ax.get_yticklabels(), flags)
+    sns.heatmap(similarity, mask=diagonal, ax=ax, vmin=low, vmax=high, cmap="viridis", square=True,
+                annot=annotate, fmt=".2f", annot_kws={"fontsize": 7}, xticklabels=labels, yticklabels=labels,
+                cbar_kws={"label": "cosine similarity (range of the off-diagonal values; diagonal = 1, blank)", "shrink": 0.8})
     ax.tick_params(labelsize=8)
-    ax.set_title("Cosine similarity of the class word embeddings" + (" (* = unseen)" if unseen_ids else ""))
+    ax.set_title("Cosine similarity of the class word embeddings" + (" (* = unseen class)" if unseen_ids else ""))
     return fig
 
 
@@ -126,19 +140,21 @@ def plot_class_swatches(swatches: Sequence[np.ndarray], class_names: Sequence[st
     """One small image per class (e.g. a texture sample), titled with the class name.
 
     ``swatches[i]`` uint8 [H, W, 3] shows class ``class_names[i]``; titles of classes in
-    ``unseen`` read "name (unseen)" in bold italics. The figure has ``len(swatches)`` axes.
+    ``unseen`` read "name*", explained in the figure's title. The figure has ``len(swatches)`` axes.
     """
     if len(swatches) != len(class_names) or not len(swatches):
         raise ValueError(f"need one swatch per class name, got {len(swatches)} and {len(class_names)}")
     unseen_ids = {int(u) for u in (unseen if unseen is not None else [])}
     ncols = max(1, min(ncols, len(swatches)))
     nrows = -(-len(swatches) // ncols)
-    fig = Figure(figsize=(2.2 * ncols, 2.3 * nrows), layout="constrained")
+    side = min(2.2, (MAX_FIGURE_WIDTH - 0.3) / ncols)
+    fig = Figure(figsize=(side * ncols, (side + 0.1) * nrows + (0.3 if unseen_ids else 0.0)), layout="constrained")
     for i, (swatch, name) in enumerate(zip(swatches, class_names)):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ax.imshow(swatch)
         ax.set_xticks([])
         ax.set_yticks([])
-        title = ax.set_title(legend_label(name, i in unseen_ids), fontsize=9)
-        style_unseen_texts([title], [i in unseen_ids])
+        ax.set_title(unseen_label(name, i in unseen_ids), fontsize=9)
+    if unseen_ids:
+        fig.suptitle("* = unseen class", fontsize=9)
     return fig

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cagnet.analysis import fit_pca
-from cagnet.viz.legends import add_fitted_legend, legend_label
+from cagnet.viz.legends import MAX_FIGURE_WIDTH, add_fitted_legend, class_title, unseen_label
 from cagnet.viz.masks import class_palette
 
 def _unit_range(values: np.ndarray) -> np.ndarray:
@@ -68,7 +68,8 @@ def plot_spatial_maps(images: Sequence[np.ndarray], maps: Mapping[str, Sequence[
     value_ranges = dict(value_ranges or {})
     names = list(maps)
     ncols = 1 + len(names)
-    fig = Figure(figsize=(2.1 * ncols + 0.4, 2.1 * rows + 0.9), layout="constrained")
+    side = min(2.1, (MAX_FIGURE_WIDTH - 0.4) / ncols)  # at most MAX_FIGURE_WIDTH wide
+    fig = Figure(figsize=(side * ncols + 0.4, side * rows + 0.9), layout="constrained")
     axes = np.asarray(fig.subplots(rows, ncols, squeeze=False))
     for r, image in enumerate(images):
         image = np.asarray(image)
@@ -123,7 +124,8 @@ def plot_receptive_fields(maps: Sequence[np.ndarray], titles: Sequence[str], cen
         raise ValueError(f"need one title per map, got {len(maps)} maps and {len(titles)} titles")
     if extents is not None and len(extents) != len(maps):
         raise ValueError(f"need one extent per map, got {len(extents)} for {len(maps)} maps")
-    fig = Figure(figsize=(2.6 * len(maps), 2.9), layout="constrained")
+    side = min(2.6, (MAX_FIGURE_WIDTH - 0.3) / len(maps))  # at most MAX_FIGURE_WIDTH wide
+    fig = Figure(figsize=(side * len(maps), side + 0.3), layout="constrained")
     axes = fig.subplots(1, len(maps), squeeze=False)[0]
     for k, (ax, field, title) in enumerate(zip(axes, maps, titles)):
         field = np.asarray(field, dtype=np.float64)
@@ -162,7 +164,7 @@ def plot_feature_projection(points: np.ndarray, class_ids: np.ndarray, generated
     generated ones crosses; each class's real mean is a large circle and its generated mean a
     large star, both edged in black, so the distance between them is visible. With ``unseen``
     the seen classes and the unseen classes get a panel each (same axis limits); otherwise
-    one panel. The legend lists the classes present (unseen ones marked) and the markers.
+    one panel. The legend lists the classes present (unseen ones end in "*") and the markers.
     """
     from matplotlib.lines import Line2D
 
@@ -205,15 +207,14 @@ def plot_feature_projection(points: np.ndarray, class_ids: np.ndarray, generated
             ax.set_xlabel(axis_labels[0])
             ax.set_ylabel(axis_labels[1])
     handles = [Line2D([], [], marker="o", linestyle="", color=palette[c] / 255.0,
-                      label=legend_label(class_names[c], c in unseen_ids)) for c in present]
-    flags = [c in unseen_ids for c in present]
+                      label=unseen_label(class_names[c], c in unseen_ids)) for c in present]
     handles += [Line2D([], [], marker=".", linestyle="", color="0.3", label="real pixel"),
                 Line2D([], [], marker="x", linestyle="", color="0.3", label="generated"),
                 Line2D([], [], marker="o", linestyle="", color="white", markeredgecolor="black", markersize=9,
                        label="mean of real"),
                 Line2D([], [], marker="*", linestyle="", color="white", markeredgecolor="black", markersize=12,
                        label="mean of generated")]
-    flags += [False] * 4
     fig.suptitle(title)
-    add_fitted_legend(fig, handles, "outside right center", 1, flags, fontsize=8, frameon=False)
+    add_fitted_legend(fig, handles, "outside right center", 1, fontsize=8, frameon=False, title_fontsize=8,
+                      title=class_title("classes", any(c in unseen_ids for c in present), hatched=False))
     return fig

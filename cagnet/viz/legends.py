@@ -1,5 +1,12 @@
-"""Legends and layout shared by the figures: class labels marked unseen, legends that fit
-inside their figure, and the class legend of the evaluation figures."""
+"""Legends and layout shared by the figures: the one marking of unseen classes, legends that fit
+inside their figure, the class legend of the evaluation figures, and the figure width limit.
+
+Unseen classes are marked one way in every figure: their name ends in :data:`UNSEEN_MARK`
+("red_dotted*") wherever it is written (legends, tick labels, titles, the explorer), and
+whatever is drawn in their colour is hatched (legend swatches, bars, and their pixels in label
+maps: :func:`cagnet.viz.masks.hatch`). Legends explain it once, in their title
+(:data:`UNSEEN_NOTE`).
+"""
 from __future__ import annotations
 
 from typing import Iterable, Sequence
@@ -10,23 +17,42 @@ from matplotlib.patches import Patch
 
 from cagnet.viz.masks import IGNORE_COLOUR
 
-def legend_label(name: str, unseen: bool) -> str:
-    return f"{name} (unseen)" if unseen else name
+#: Appended to the name of an unseen class wherever it is written.
+UNSEEN_MARK = "*"
+#: Matplotlib hatch of everything drawn in an unseen class's colour (legend swatches, bars).
+UNSEEN_HATCH = "///"
+#: The explanation of the marking, given once per figure (a legend title or an axes title).
+UNSEEN_NOTE = "* = unseen class, hatched"
+
+#: Widest figure (inches) at the notebooks' resolution: ``Figure`` objects shown by IPython's
+#: inline backend are drawn at ``rcParams["figure.dpi"]`` (100, nothing in cagnet or the
+#: notebooks changes it) with ``bbox_inches="tight"``; 17.5 in = 1,750 px leaves room under the
+#: 1,800 px that notebook hygiene allows.
+MAX_FIGURE_WIDTH = 17.5
 
 
-def style_unseen_texts(texts, flags) -> None:
-    for text, is_unseen in zip(texts, flags):
-        if is_unseen:
-            text.set_fontweight("bold")
-            text.set_fontstyle("italic")
+def unseen_label(name: str, unseen: bool) -> str:
+    """``name`` with :data:`UNSEEN_MARK` appended when ``unseen``: ``unseen_label("cat", True) == "cat*"``."""
+    return f"{name}{UNSEEN_MARK}" if unseen else str(name)
+
+
+def class_title(title: str, any_unseen: bool, hatched: bool = True) -> str:
+    """A legend title, followed by :data:`UNSEEN_NOTE` on its own line when unseen classes are
+    listed (without its "hatched" when the legend's entries are markers, which carry no hatch)."""
+    note = UNSEEN_NOTE if hatched else UNSEEN_NOTE.split(",")[0]
+    return f"{title}\n{note}" if any_unseen and title else (note if any_unseen else title)
+
+
+def fit_width(width: float) -> float:
+    """``width`` (inches), at most :data:`MAX_FIGURE_WIDTH`."""
+    return min(float(width), MAX_FIGURE_WIDTH)
 
 
 # Room kept free on each side of a figure legend (inches): constrained layout pads the figure edge.
 _LEGEND_MARGIN = 0.12
 
 
-def add_fitted_legend(figure: Figure, handles: Sequence, loc: str, ncols: int,
-                       unseen_flags: Sequence[bool] | None = None, **kwargs):
+def add_fitted_legend(figure: Figure, handles: Sequence, loc: str, ncols: int, **kwargs):
     """A figure legend that lies inside the figure, whatever the number and length of its labels.
 
     ``loc`` is an ``"outside ..."`` location of a constrained-layout figure. Below or above the
@@ -34,7 +60,7 @@ def add_fitted_legend(figure: Figure, handles: Sequence, loc: str, ncols: int,
     they would be wider than the figure (the figure widens when even one column is); beside
     them (``"outside right center"``) it gets as many columns as it needs to be no taller than
     the figure. The figure then grows by the legend's height (below / above) or width (beside),
-    so the axes keep their size. Labels flagged in ``unseen_flags`` are set in bold italics.
+    so the axes keep their size. ``kwargs`` go to ``Figure.legend`` (``title``, ``fontsize``...).
     Returns the legend.
     """
     from matplotlib.backends.backend_agg import RendererAgg
@@ -47,7 +73,6 @@ def add_fitted_legend(figure: Figure, handles: Sequence, loc: str, ncols: int,
 
     def place(columns: int):
         legend = figure.legend(handles=handles, loc=loc, ncols=columns, **kwargs)
-        style_unseen_texts(legend.get_texts(), unseen_flags or [])
         box = legend.get_window_extent(renderer)
         return legend, box.width / dpi, box.height / dpi
 
@@ -77,28 +102,30 @@ def settle_layout(figure: Figure) -> Figure:
 
 
 def class_legend_entries(ids: Iterable[int], class_names: Sequence[str], num_seen: int, palette: np.ndarray,
-                          with_ignored: bool = False) -> tuple[list[Patch], list[bool]]:
-    """Legend patches for evaluation class ids (0..S-1 seen, S.. unseen) and their unseen flags.
+                          with_ignored: bool = False) -> list[Patch]:
+    """Legend patches for evaluation class ids (0..S-1 seen, S.. unseen), in id order.
 
-    Unseen classes read "name (unseen)" (to be set in bold italics by :func:`style_unseen_texts`)
-    and their patch is hatched with a black border, so they stand out even in greyscale.
+    Unseen classes read "name*" and their swatch is hatched (:data:`UNSEEN_HATCH`) with a black
+    border, as their pixels are in the panels; "ignored" (in :data:`IGNORE_COLOUR`) comes last.
     """
-    handles, flags = [], []
+    handles = []
     for i in sorted(ids):
         unseen = i >= num_seen
         handles.append(Patch(facecolor=palette[i] / 255.0, edgecolor="black" if unseen else "none",
-                             hatch="///" if unseen else None, label=legend_label(class_names[i], unseen)))
-        flags.append(unseen)
+                             hatch=UNSEEN_HATCH if unseen else None, label=unseen_label(class_names[i], unseen)))
     if with_ignored:
         handles.append(Patch(facecolor=IGNORE_COLOUR / 255.0, label="ignored"))
-        flags.append(False)
-    return handles, flags
+    return handles
 
 
 def add_class_legend(figure: Figure, ids: Iterable[int], class_names: Sequence[str], num_seen: int,
                       palette: np.ndarray, with_ignored: bool, loc: str = "outside lower center",
-                      ncols: int = 4) -> None:
-    handles, flags = class_legend_entries(ids, class_names, num_seen, palette, with_ignored)
+                      ncols: int = 4, title: str = "classes"):
+    """The legend of :func:`class_legend_entries` below the axes (by default), titled ``title`` and,
+    when an unseen class is listed, :data:`UNSEEN_NOTE`. Returns the legend (None without entries)."""
+    ids = sorted(ids)
+    handles = class_legend_entries(ids, class_names, num_seen, palette, with_ignored)
     if not handles:
-        return
-    add_fitted_legend(figure, handles, loc, ncols, flags, fontsize=8, frameon=False)
+        return None
+    return add_fitted_legend(figure, handles, loc, ncols, fontsize=8, frameon=False, title_fontsize=8,
+                             title=class_title(title, any(i >= num_seen for i in ids)))
