@@ -76,11 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "init_from (mixed starts from the step1 run's checkpoint, st from mixed, st_mixed "
                             "from st)")
     train.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its checkpoint.pt exactly where it stopped")
+                       help="continue the run in --out from its checkpoint.pt exactly where it stopped (a "
+                            "finished run: nothing to do)")
+    train.add_argument("--force", action="store_true",
+                       help="start afresh in an --out that holds a run, replacing it (refused otherwise)")
+    train.add_argument("--allow-unfinished-start", action="store_true",
+                       help="start from the schedule's init_from run even when it stopped before its last "
+                            "iteration (refused otherwise)")
     train.add_argument("--out", metavar="DIR", default=None,
                        help="run folder (default: runs/<config name>/<schedule>)")
     train.add_argument("--stop-at", metavar="ITER", type=int, default=None,
-                       help="stop after this iteration (writing a checkpoint), to continue later with --resume")
+                       help="stop after this iteration (a positive number; writing a checkpoint), to continue "
+                            "later with --resume")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 
@@ -104,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "the embedded benchmark has one, the original datasets do not)")
     evaluate.add_argument("--json", metavar="PATH", default=None,
                           help="also write the scores, config, checkpoint and protocol to this JSON file")
+    evaluate.add_argument("--force", action="store_true", help="replace an existing --json file")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -221,12 +229,16 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """``train``: run one schedule; print where the run folder is and the final scores."""
     from cagnet.config import load_train_config
+    from cagnet.errors import ConfigError
     from cagnet.metrics import format_scores
     from cagnet.train.engine import train
 
     config = load_train_config(args.config, args.overrides)
+    if args.resume and args.force:
+        raise ConfigError("--resume and --force: choose one (continue the run, or replace it)")
     result = train(config, args.schedule, args.out, init_model=args.init_model, resume=args.resume,
-                   stop_at=args.stop_at, progress=False if args.no_progress else None)
+                   stop_at=args.stop_at, progress=False if args.no_progress else None, force=args.force,
+                   allow_unfinished_start=args.allow_unfinished_start)
     if result.rank != 0:   # under torchrun, rank 0 reports
         return 0
     if result.scores is not None:
@@ -244,9 +256,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cagnet.config import load_train_config
     from cagnet.config_io import to_dict
     from cagnet.evaluate import evaluate_checkpoint
+    from cagnet.files import atomic_write_text, refuse_existing
     from cagnet.metrics import format_scores
 
     config = load_train_config(args.config, args.overrides)
+    if args.json:   # an output that cannot be written fails now, not after the scoring
+        if Path(args.json).is_dir():
+            raise CagnetError(f"--json {args.json}: is a folder; name a file")
+        refuse_existing([args.json], args.force)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     scores = evaluate_checkpoint(config, args.checkpoint, args.protocol, progress=not args.no_progress,
                                  split=args.split)
     print(f"{scores['num_images']} {args.split} images, protocol {args.protocol}, checkpoint {args.checkpoint}")
@@ -257,9 +275,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                   "scores": {k: v for k, v in scores.items()
                              if k not in ("protocol", "split", "num_images", "checkpoint", "load_report")},
                   "resolved_config": to_dict(config)}
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2))
+        path = atomic_write_text(args.json, json.dumps(record, indent=2))
         print(f"scores written to {path}")
     return 0
 
@@ -399,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CagnetError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:   # a full disk, no permission, a path below a file: what the system said, and where
+        from cagnet.files import os_error_message
+
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,6 +11,7 @@ the training configuration is :mod:`cagnet.config`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 import types
 import typing
@@ -73,14 +74,19 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if annotation is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-4 (without a dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads 1e-4 (without a dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):   # no setting means "NaN" or "infinity": a typo or a bad sweep value
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

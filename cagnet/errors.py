@@ -27,3 +27,8 @@ class CheckpointError(CagnetError, ValueError):
 
 class MetricError(CagnetError, ValueError):
     """Label maps, a confusion matrix or a class split that cannot be scored."""
+
+
+class RunFolderError(CagnetError, ValueError):
+    """A run folder is in use by another process, holds a run that would be replaced, or has
+    a log that cannot be read."""

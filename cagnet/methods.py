@@ -162,7 +162,8 @@ class MethodRuns:
             folder = self.cagnet_folder(name)
             if (retrain and name == schedule) or not finished_run(folder, name, self.config):
                 init = None if previous is None else previous / CHECKPOINT_NAME
-                train(self.config, name, folder, init_model=init, progress=progress, verbose=verbose)
+                # the folder is named after the recipe: what it holds is an unfinished or replaced run of it
+                train(self.config, name, folder, init_model=init, progress=progress, verbose=verbose, force=True)
                 self.models.pop(name, None)
             previous = folder
         return previous

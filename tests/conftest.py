@@ -180,3 +180,26 @@ def custom_train_overrides(root: Path, pretrain_overrides: list[str]) -> list[st
 def custom_overrides(custom_dataset, tiny_pretrain_overrides) -> list[str]:
     """:func:`custom_train_overrides` of the :func:`custom_dataset` folder."""
     return custom_train_overrides(custom_dataset, tiny_pretrain_overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# a small file system: a real full disk (tests/test_run_folders.py)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture()
+def small_filesystem(tmp_path):
+    """A 1 MiB tmpfs mounted at a fresh folder for one test (a full disk for real); skips where
+    mounting is not allowed (not root, or a container without the capability)."""
+    import subprocess
+
+    mount_point = tmp_path / "small_fs"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)

@@ -32,7 +32,7 @@ def test_train_then_evaluate_the_tutorial_config(tiny_train_overrides, tmp_path,
 
     report = tmp_path / "scores.json"
     for protocol in ("original", "full"):
-        code = main(["evaluate", "--config", "tutorial", "--checkpoint", str(run / "checkpoint.pt"),
+        code = main(["evaluate", "--config", "tutorial", "--checkpoint", str(run / "checkpoint.pt"), "--force",
                      "--protocol", protocol, "--json", str(report), "--no-progress", *_sets(tiny_train_overrides)])
         out = capsys.readouterr().out
         assert code == 0, out
@@ -44,8 +44,10 @@ def test_train_then_evaluate_the_tutorial_config(tiny_train_overrides, tmp_path,
         for key in ("miou", "seen_miou", "unseen_miou", "hiou", "pixel_acc", "mean_acc", "fwiou", "class_iou"):
             assert key in record["scores"], key
         assert record["resolved_config"]["name"] == "tutorial"
-    code = main(["evaluate", "--config", "tutorial", "--checkpoint", str(run / "checkpoint.pt"), "--split",
-                 "validation", "--json", str(report), "--no-progress", *_sets(tiny_train_overrides)])
+    args = ["evaluate", "--config", "tutorial", "--checkpoint", str(run / "checkpoint.pt"), "--split",
+            "validation", "--json", str(report), "--no-progress", *_sets(tiny_train_overrides)]
+    assert main(args) == 2 and "scores.json: exists; pass --force" in capsys.readouterr().err   # before scoring
+    code = main([*args, "--force"])
     assert code == 0 and "8 validation images" in capsys.readouterr().out
     assert json.loads(report.read_text())["split"] == "validation"
 
@@ -72,8 +74,9 @@ def test_errors_are_one_line(tiny_train_overrides, tmp_path, cli_error):
 
 
 @pytest.mark.parametrize("command, options", [
-    ("train", ["--config", "--schedule", "--init-model", "--resume", "--out", "--set", "--stop-at", "--no-progress"]),
-    ("evaluate", ["--config", "--checkpoint", "--protocol", "--split", "--json", "--set", "--no-progress"]),
+    ("train", ["--config", "--schedule", "--init-model", "--resume", "--force", "--allow-unfinished-start", "--out", "--set",
+               "--stop-at", "--no-progress"]),
+    ("evaluate", ["--config", "--checkpoint", "--protocol", "--split", "--json", "--force", "--set", "--no-progress"]),
     ("pretrain", ["--config", "--force", "--set", "--no-progress"]),
     ("ablate", ["--config", "--seeds", "--variants", "--list", "--out", "--set", "--jobs", "--no-progress"]),
     ("embed", ["DATASET_DIR", "--extra-vectors", "--force"]),

@@ -33,10 +33,26 @@ def test_embed_writes_one_row_per_label_with_multi_word_names_averaged(custom_da
 
 
 def test_underscores_and_hyphens_compose_like_spaces(custom_dataset):
-    (custom_dataset / "labels_refined.txt").write_text("0\tpotted_plant\n1\tPotted-Plant\n2\tpotted plant\n")
-    table = embed_class_names(custom_dataset).table
-    np.testing.assert_array_equal(table[0], table[2])
-    np.testing.assert_array_equal(table[1], table[2])
+    rows = []
+    for name in ("potted_plant", "Potted-Plant", "potted plant"):
+        (custom_dataset / "labels_refined.txt").write_text(f"0\tsky\n1\t{name}\n")
+        rows.append(embed_class_names(custom_dataset, force=True).table[1])
+    np.testing.assert_array_equal(rows[0], rows[2])
+    np.testing.assert_array_equal(rows[1], rows[2])
+
+
+def test_class_names_with_the_same_words_are_refused(custom_dataset, cli_error):
+    """Two names that read as the same words would get identical word vectors."""
+    (custom_dataset / "labels_refined.txt").write_text("0\tsky\n1\tpotted_plant\n2\tPotted-Plant\n")
+    err = cli_error(["embed", str(custom_dataset)])
+    assert "labels_refined.txt: line 3 repeats the class name 'Potted-Plant' of line 2" in err
+    assert not (custom_dataset / GLOVE_FILE).exists()
+
+
+def test_check_lists_repeated_class_names(custom_dataset, capsys):
+    (custom_dataset / "labels_refined.txt").write_text("0\tsky\n1\tgrass\n2\tSky\n3\troad\n4\twater\n")
+    assert main(["check", str(custom_dataset), "--embedding", "none", "--no-progress"]) == 1
+    assert "line 3 repeats the class name 'Sky' of line 1" in capsys.readouterr().out
 
 
 def test_unknown_word_names_the_class_and_the_word(custom_dataset, cli_error):

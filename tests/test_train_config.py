@@ -105,6 +105,9 @@ def test_overrides_apply_with_types():
     ("model.feature_dimm=3", "feature_dimm"),
     ("optim.lr_multipliers.aspp=3", "unknown config key 'optim.lr_multipliers.aspp'"),
     ("runtime.device=tpu", "runtime.device"),
+    ("schedules.step1.backbone_lr=.nan", "schedules.step1.backbone_lr: expected a finite number, got nan"),
+    ("schedules.step1.losses.lambda_B_KLD=-.inf", "schedules.step1.losses.lambda_B_KLD: expected a finite number"),
+    ("schedules.step1.generator_lr=1e999", "schedules.step1.generator_lr: expected a finite number"),
 ])
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError) as info:

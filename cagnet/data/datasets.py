@@ -29,6 +29,7 @@ vectors) with a one-line message that names the file.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -57,11 +58,18 @@ EMBEDDING_KINDS = ("auto", "fastnvec", "fasttext", "word2vec", "glove")
 
 # ------------------------------------------------------------------------------ metadata
 
+def _name_key(name: str) -> str:
+    """A class name's words, lower case (``Potted_Plant`` and ``potted plant`` are one name)."""
+    return " ".join(re.split(r"[\s_\-]+", name.lower())).strip()
+
+
 def read_class_names(path: str | os.PathLike) -> list[str]:
-    """Class names of ``labels_refined.txt``: line k must be ``"k<TAB>name"`` (ids 0..L-1)."""
+    """Class names of ``labels_refined.txt``: line k must be ``"k<TAB>name"`` (ids 0..L-1), and
+    no two names may have the same words (:func:`_name_key`)."""
     path = Path(path)
     text = read_text(path, "label list", DatasetError)
     names: list[str] = []
+    first_line: dict[str, int] = {}    # a name's words (as word vectors read them) -> its first line
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -74,7 +82,13 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
             raise DatasetError(f"{path}: line {line_no} has a non-integer id {parts[0]!r}") from None
         if label_id != len(names):
             raise DatasetError(f"{path}: line {line_no} has id {label_id}, expected {len(names)} (ids must be 0..L-1 in order)")
-        names.append(parts[1].strip())
+        name = parts[1].strip()
+        key = _name_key(name)
+        if key in first_line:
+            raise DatasetError(f"{path}: line {line_no} repeats the class name {name!r} of line {first_line[key]} "
+                               f"(classes need distinct names: their word vectors would be identical)")
+        first_line[key] = line_no
+        names.append(name)
     if not names:
         raise DatasetError(f"{path}: label list is empty")
     if len(names) > IGNORE_INDEX:

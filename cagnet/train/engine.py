@@ -15,7 +15,13 @@ a log of every iteration, the scores of every evaluation, the latest checkpoint 
 ``--resume`` continues from ``checkpoint.pt`` exactly: model, optimiser states, gradient
 scaler, RNG states of every process and the data position are restored, so an interrupted
 and resumed run ends with the same weights as an uninterrupted one (on the same hardware
-and thread count).
+and thread count). Resuming a finished run does nothing and says so.
+
+A run folder has one writer (:class:`~cagnet.train.runs.RunLock`, held for the run's lifetime);
+a folder that holds a run is not trained into afresh without ``force``; a schedule whose
+upstream run (``init_from``) stopped before its last iteration refuses to start from it
+unless ``allow_unfinished_start``; temporary files of an interrupted checkpoint write are
+removed at the next start.
 
 The host does not wait for the device during an iteration: the losses stay on the device
 and are read back, checked and logged once per block, at every ``runtime.log_interval``-th
@@ -48,7 +54,8 @@ import yaml
 
 from cagnet.config import TrainConfig
 from cagnet.config_io import to_dict
-from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError
+from cagnet.files import atomic_write_text
+from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError, RunFolderError
 from cagnet.models import check_input_normalization, load_checkpoint
 from cagnet.models.backbone import NOMINAL_INPUT_STD, stable_random_init
 from cagnet.runtime import copy_to_device, cudnn_autotune, seed_everything, torch_threads
@@ -59,7 +66,8 @@ from cagnet.train.loading import (build_model, evaluation_dataset, prepare_datas
 from cagnet.train.distributed import (DistContext, all_reduce_mean, any_process, barrier, gather_objects,
                                       setup_distributed, sync_buffers, teardown_distributed, wrap_parts)
 from cagnet.train.optim import apply_learning_rates, build_optimizers
-from cagnet.train.runs import JsonLines, default_out_dir, truncate_after, write_run_figures
+from cagnet.train.runs import (JsonLines, RunLock, default_out_dir, read_jsonl, remove_stale_temporaries,
+                              truncate_after, write_run_figures)
 from cagnet.train import steps
 
 #: Consecutive batches without labelled pixels after which training gives up.
@@ -129,7 +137,10 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, schedule: str, out_dir: str | Path | None = None, *,
                  init_model: str | Path | None = None, resume: bool = False, stop_at: int | None = None,
-                 progress: bool | None = None, verbose: bool = True) -> None:
+                 progress: bool | None = None, verbose: bool = True, force: bool = False,
+                 allow_unfinished_start: bool = False) -> None:
+        if stop_at is not None and (isinstance(stop_at, bool) or not isinstance(stop_at, int) or stop_at < 1):
+            raise ConfigError(f"--stop-at: must be a positive iteration, got {stop_at!r}")
         self.config = config
         self.schedule_name = schedule
         self.schedule = config.schedule(schedule)
@@ -139,6 +150,10 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config, schedule)
         self.ctx: DistContext = setup_distributed(self.runtime.device, self.runtime.dist_backend)
         self.verbose = verbose and self.ctx.is_main
+        self.force, self.allow_unfinished_start = force, allow_unfinished_start
+        self.lock: RunLock | None = None
+        self.log = self.eval_log = None
+        self.already_finished: dict[str, Any] | None = None   # the final evaluation of a finished run resumed
         # torch threads, subnormal flushing and cuDNN autotuning for the whole run; restored
         # by run() or a failed set-up
         self._settings = contextlib.ExitStack()
@@ -148,6 +163,7 @@ class Trainer:
         try:
             self._setup(init_model, resume)
         except BaseException:
+            self._close_outputs()
             self._settings.close()
             teardown_distributed(self.ctx)
             raise
@@ -186,6 +202,12 @@ class Trainer:
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.out_dir / ckpt.CHECKPOINT_NAME
+        if ctx.is_main:   # one writer per folder, from here to the end of run()
+            self.lock = RunLock(self.out_dir).acquire()
+            freed = remove_stale_temporaries(self.out_dir)
+            if freed:
+                self.say(f"note: removed {freed / 2 ** 20:.1f} MiB of temporary files an interrupted write left "
+                         f"in {self.out_dir}")
         self.config_data = to_dict(cfg)
         payload = None
         if resume:
@@ -197,6 +219,8 @@ class Trainer:
             # shapes and keys checked first: a CheckpointError naming the file, not a traceback
             load_checkpoint(self.model, payload["state_dict"], name=str(self.checkpoint_path))
         else:
+            if self.checkpoint_path.is_file() and not self.force:
+                self._refuse_replacing()
             self._load_initial_weights(init_model)
 
         self.model.to(device)
@@ -247,19 +271,22 @@ class Trainer:
             self._seed_process(runtime.seed)
 
         if ctx.is_main:
-            (self.out_dir / "config.yaml").write_text(
-                yaml.safe_dump({"schedule": self.schedule_name, **self.config_data}, sort_keys=False))
+            atomic_write_text(self.out_dir / "config.yaml",
+                              yaml.safe_dump({"schedule": self.schedule_name, **self.config_data}, sort_keys=False))
             fresh = payload is None
-            if not fresh:
+            if not fresh:   # also repairs a torn last line
                 for name in ("log.jsonl", "eval.jsonl"):
                     truncate_after(self.out_dir / name, self.iteration)
             elif self.checkpoint_path.is_file():
-                self.say(f"note: starting a new run in {self.out_dir}; its checkpoint will be replaced "
-                         "(use --resume to continue it)")
+                self.say(f"note: replacing the run in {self.out_dir} (--force)")
             self.log = JsonLines(self.out_dir / "log.jsonl", truncate=fresh)
             self.eval_log = JsonLines(self.out_dir / "eval.jsonl", truncate=fresh)
-        else:
-            self.log = self.eval_log = None
+        barrier(ctx)
+        if payload is not None:   # every process decides alike whether anything is left to do
+            self.already_finished = self._final_evaluation()
+            if self.already_finished is not None:
+                self.say(f"note: {self.out_dir} holds a finished run of {self.schedule_name} (iteration "
+                         f"{self.iteration}); nothing to resume")
 
     def _seed_process(self, seed: int) -> None:
         """Per-process streams for dropout, latent noise and step-2 labels."""
@@ -269,12 +296,44 @@ class Trainer:
         if payload.get("schedule") != self.schedule_name:
             raise CheckpointError(f"checkpoint {self.checkpoint_path} is from schedule {payload.get('schedule')!r}, "
                                   f"not {self.schedule_name!r}")
-        saved = {k: v for k, v in payload.get("config", {}).items() if k != "runtime"}
+        saved_config = payload.get("config", {})
+        saved = {k: v for k, v in saved_config.items() if k != "runtime"}
         current = {k: v for k, v in self.config_data.items() if k != "runtime"}
         differing = _first_difference(saved, current)
         if differing:
             raise ConfigError(f"--resume: the config differs from the checkpoint's at {differing!r} "
-                              f"(only runtime.* may change when resuming)")
+                              f"(only runtime.* other than the seed may change when resuming)")
+        saved_seed = (saved_config.get("runtime") or {}).get("seed")
+        if saved_seed != self.runtime.seed:   # the seed names the run (run_recipe): a resumed run keeps it
+            raise ConfigError(f"--resume: runtime.seed is {self.runtime.seed}, the checkpoint's run has seed "
+                              f"{saved_seed} (a run keeps its seed; train another seed into another --out)")
+        if payload.get("iteration", 0) > self.schedule.iterations:
+            raise CheckpointError(f"checkpoint {self.checkpoint_path}: iteration {payload.get('iteration')} is past "
+                                  f"the schedule's {self.schedule.iterations} iterations")
+
+    def _refuse_replacing(self) -> None:
+        """A folder that holds a run is not trained into afresh without ``force``."""
+        try:
+            saved = ckpt.load_training_checkpoint(self.checkpoint_path)
+        except CheckpointError:
+            what = "a checkpoint"
+        else:
+            iteration = saved.get("iteration")
+            total = ((saved.get("config") or {}).get("schedules") or {}).get(saved.get("schedule"), {})
+            total = total.get("iterations") if isinstance(total, dict) else None
+            state = "finished" if iteration == total else f"stopped at iteration {iteration} of {total}"
+            what = f"a {state} run of {saved.get('schedule')}"
+        raise RunFolderError(f"{self.out_dir}: holds {what}; pass --resume to continue it or --force to replace it")
+
+    def _final_evaluation(self) -> dict[str, Any] | None:
+        """The final evaluation record when the resumed checkpoint is the schedule's last iteration
+        and ``eval.jsonl`` holds its evaluation (a finished run), else None."""
+        if self.iteration < self.schedule.iterations:
+            return None
+        records = read_jsonl(self.out_dir / "eval.jsonl", report=None)
+        if records and records[-1].get("iteration") == self.iteration:
+            return records[-1]
+        return None
 
     def _load_initial_weights(self, init_model) -> None:
         from cagnet.pretrain import PRETRAINED, ensure_pretrained, pretrained_path
@@ -292,6 +351,12 @@ class Trainer:
                 raise CheckpointError(f"schedule {self.schedule_name} starts from the {sched.init_from} model, "
                                       f"but {source} does not exist (train --schedule {sched.init_from} first, "
                                       f"or pass --init-model PATH)")
+            upstream = ckpt.load_training_checkpoint(source)   # read once: checked, then loaded
+            self._check_upstream_finished(upstream, source)
+            report = load_checkpoint(self.model, upstream, name=str(source))
+            check_input_normalization(report, self.config.data.normalization)
+            self.say(f"initial weights: {report}")
+            return
         if source is None:
             if self.config.model.freeze_bn:
                 stable_random_init(self.model.backbone, NOMINAL_INPUT_STD[self.config.data.normalization])
@@ -302,6 +367,21 @@ class Trainer:
         report = load_checkpoint(self.model, source)
         check_input_normalization(report, self.config.data.normalization)
         self.say(f"initial weights: {report}")
+
+    def _check_upstream_finished(self, upstream: dict, path: Path) -> None:
+        """Refuse an upstream run that stopped before its last iteration (unless allowed)."""
+        name = upstream.get("schedule")
+        schedule = ((upstream.get("config") or {}).get("schedules") or {}).get(name)
+        total = schedule.get("iterations") if isinstance(schedule, dict) else None
+        iteration = upstream.get("iteration")
+        if total is None or iteration is None or iteration >= total:
+            return
+        message = (f"schedule {self.schedule_name} starts from {path}, a run of {name} that stopped at "
+                   f"iteration {iteration} of {total}")
+        if not self.allow_unfinished_start:
+            raise RunFolderError(f"{message}; finish it (train --schedule {name} --resume) or pass "
+                                 f"--allow-unfinished-start")
+        self.say(f"note: {message} (--allow-unfinished-start)")
 
     def _set_train_mode(self) -> None:
         """Training mode; a frozen backbone stays in eval mode (its batch-norm statistics too),
@@ -407,13 +487,25 @@ class Trainer:
                                      f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}; not saved; "
                                      f"{self._last_good()}")
 
+    def _close_outputs(self) -> None:
+        for stream in (self.log, self.eval_log):
+            if stream is not None:
+                stream.close()
+        self.log = self.eval_log = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     def run(self) -> TrainResult:
         try:
+            if self.already_finished is not None:
+                scores = self.already_finished if self.ctx.is_main else None
+                self.model.eval()
+                return TrainResult(out_dir=self.out_dir, checkpoint=self.checkpoint_path, iteration=self.iteration,
+                                   completed=True, scores=scores, model=self.model, rank=self.ctx.rank)
             return self._run()
         finally:
-            for stream in (self.log, self.eval_log):
-                if stream is not None:
-                    stream.close()
+            self._close_outputs()
             self._settings.close()
             teardown_distributed(self.ctx)
 
@@ -528,7 +620,8 @@ class Trainer:
 
 def train(config: TrainConfig, schedule: str = "step1", out_dir: str | Path | None = None, *,
           init_model: str | Path | None = None, resume: bool = False, stop_at: int | None = None,
-          progress: bool | None = None, verbose: bool = True) -> TrainResult:
+          progress: bool | None = None, verbose: bool = True, force: bool = False,
+          allow_unfinished_start: bool = False) -> TrainResult:
     """Train one schedule of ``config`` (see the module docstring).
 
     Args:
@@ -540,13 +633,19 @@ def train(config: TrainConfig, schedule: str = "step1", out_dir: str | Path | No
             (:func:`cagnet.models.load_checkpoint`; overrides the schedule's ``init_model`` /
             ``init_from``). Weights trained on another input normalisation than
             ``data.normalization`` are refused (:func:`cagnet.models.check_input_normalization`).
-        resume: continue from ``<out_dir>/checkpoint.pt``.
-        stop_at: stop after this iteration (with a checkpoint), to resume later.
+        resume: continue from ``<out_dir>/checkpoint.pt`` (a finished run: nothing to do, its
+            final scores are returned).
+        stop_at: stop after this iteration (positive; with a checkpoint), to resume later.
+        force: replace a run that ``out_dir`` holds (refused otherwise,
+            :class:`~cagnet.errors.RunFolderError`).
+        allow_unfinished_start: start from an ``init_from`` run that stopped before its last
+            iteration (refused otherwise).
         progress: progress bar (default ``runtime.progress``).
         verbose: notes and evaluation summaries on stderr (rank 0).
     """
     return Trainer(config, schedule, out_dir, init_model=init_model, resume=resume, stop_at=stop_at,
-                   progress=progress, verbose=verbose).run()
+                   progress=progress, verbose=verbose, force=force,
+                   allow_unfinished_start=allow_unfinished_start).run()
 
 
 __all__ = ["MAX_CONSECUTIVE_SKIPS", "NonFiniteLossError", "TrainResult", "Trainer", "step_kind", "train"]
