@@ -14,16 +14,32 @@ Two things decide how fast a CaGNet model trains on a CPU besides its size:
   ``runtime.num_threads: 1`` avoids that (:func:`torch_threads`).
 
 Besides: autocast for ``runtime.amp`` (:func:`autocast_context`), used alike by training and
-inference, and switched off where the losses need full precision (:func:`autocast_off`), and the seeding of the global random streams (:func:`seed_everything`).
+inference, and switched off where the losses need full precision (:func:`autocast_off`), the seeding of the global random streams (:func:`seed_everything`), and where
+notes for the reader go (:func:`notes_stream`).
 """
 from __future__ import annotations
 
 import contextlib
 import random
-from typing import Iterator
+import sys
+from typing import Iterator, TextIO
 
 import numpy as np
 import torch
+
+
+def notes_stream() -> TextIO:
+    """Where notes for the reader go (initial weights, periodic scores, repaired logs): standard
+    output inside a Jupyter kernel, where standard error is shown as a red error box, and
+    standard error elsewhere, where standard output carries the command's results."""
+    return sys.stdout if in_jupyter_kernel() else sys.stderr
+
+
+def in_jupyter_kernel() -> bool:
+    """True inside a running Jupyter kernel (not merely when ipykernel was imported)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def flush_denormals() -> bool:

@@ -58,3 +58,18 @@ def test_copy_to_device_keeps_tensors_already_there():
     tensor = torch.arange(4)
     assert copy_to_device(tensor, torch.device("cpu")) is tensor
     assert copy_to_device(tensor, torch.device("meta")).device.type == "meta"
+
+
+def test_notes_go_to_stdout_only_inside_a_jupyter_kernel(monkeypatch):
+    """Jupyter shows stderr as a red error box; elsewhere stdout carries a command's results."""
+    import sys
+    import types
+
+    from cagnet.runtime import notes_stream
+
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))     # imported, no kernel
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
+    assert notes_stream() is sys.stderr
+    kernel_shell = types.SimpleNamespace(kernel=object())
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel_shell))
+    assert notes_stream() is sys.stdout

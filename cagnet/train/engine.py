@@ -58,7 +58,7 @@ from cagnet.files import atomic_write_text
 from cagnet.errors import CagnetError, CheckpointError, ConfigError, DatasetError, RunFolderError
 from cagnet.models import check_input_normalization, load_checkpoint
 from cagnet.models.backbone import NOMINAL_INPUT_STD, stable_random_init
-from cagnet.runtime import copy_to_device, cudnn_autotune, seed_everything, torch_threads
+from cagnet.runtime import copy_to_device, cudnn_autotune, notes_stream, seed_everything, torch_threads
 from cagnet.train import checkpoint as ckpt
 from cagnet.train.batches import mix_seed, training_batches
 from cagnet.train.loading import (build_model, evaluation_dataset, prepare_dataset, resolve_eval_split,
@@ -173,7 +173,7 @@ class Trainer:
         if self.verbose:
             from tqdm.auto import tqdm
 
-            tqdm.write(message, file=sys.stderr)
+            tqdm.write(message, file=notes_stream())
 
     def _setup(self, init_model, resume: bool) -> None:
         cfg, runtime, ctx, sched = self.config, self.runtime, self.ctx, self.schedule

@@ -54,8 +54,11 @@ LOCK_NAME = "run.lock"
 
 
 def note(message: str) -> None:
-    """A one-line note on stderr (what a reader of the run should know, not an error)."""
-    print(f"note: {message}", file=sys.stderr)
+    """A one-line note for the reader (what a reader of the run should know, not an error;
+    :func:`cagnet.runtime.notes_stream`)."""
+    from cagnet.runtime import notes_stream
+
+    print(f"note: {message}", file=notes_stream())
 
 
 class RunLock:
