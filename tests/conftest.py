@@ -9,13 +9,15 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def original_reference_path() -> Path | None:
+def original_reference_path(variable: str = "CAGNET_ORIGINAL_REFERENCE",
+                            folder: str = "original_cagnet") -> Path | None:
     """Folder with the original implementation's facts and reference outputs, or None.
 
-    ``$CAGNET_ORIGINAL_REFERENCE`` when set, else ``<repo>/../shared/original_cagnet``.
+    ``$<variable>`` when set, else ``<repo>/../shared/<folder>`` (CaGNetv2's:
+    ``CAGNET_ORIGINAL_V2_REFERENCE``, ``original_cagnetv2``).
     """
-    env = os.environ.get("CAGNET_ORIGINAL_REFERENCE")
-    path = Path(env) if env else REPO_ROOT.parent / "shared" / "original_cagnet"
+    env = os.environ.get(variable)
+    path = Path(env) if env else REPO_ROOT.parent / "shared" / folder
     return path if path.is_dir() else None
 
 

@@ -23,9 +23,9 @@ MANIFEST_PRESETS = {
 }
 
 
-def tiny_model(seed: int) -> CaGNet:
+def tiny_model(seed: int, patch_size: int = 1) -> CaGNet:
     torch.manual_seed(seed)
-    model = build_cagnet("tiny")
+    model = build_cagnet("tiny", patch_size=patch_size)
     # random BN statistics and embeddings, so that a round trip has something to carry
     with torch.no_grad():
         for name, buffer in model.named_buffers():
@@ -458,15 +458,7 @@ def test_torchvision_key_functions():
 # ---------------------------------------------------------------- CaGNetv2's patch classifier
 def tiny_patch_model(seed: int) -> CaGNet:
     """:func:`tiny_model` with the 3x3 patch classifier (``model.patch_size: 3``)."""
-    torch.manual_seed(seed)
-    model = build_cagnet("tiny", patch_size=3)
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if buffer.is_floating_point():
-                buffer.copy_(torch.rand_like(buffer) + 0.5)
-            else:
-                buffer.fill_(seed + 1)
-    return model
+    return tiny_model(seed, patch_size=3)
 
 
 def test_patch_keys_map_both_ways():

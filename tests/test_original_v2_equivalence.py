@@ -30,7 +30,6 @@ on the input is tested in ``tests/test_patches.py`` on a network where the input
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -38,12 +37,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import original_reference_path
+
 from cagnet.data.blocks import fill_block_holes, tile_blocks, tile_noise
 from cagnet.losses.segmentation import patch_centre_accuracy, patch_centre_loss
 from cagnet.models import (Discriminator, LabelBlockPixelCNN, build_cagnet, causal_mask, load_original_discriminator,
                            load_original_pixelcnn)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 #: float32 sums agree to a few eps (1.2e-7) of their terms' magnitude; 1e-5 leaves room for the
 #: cancellation in earlier layers (module docstring)
 RELATIVE = 1e-5
@@ -57,9 +57,7 @@ REFERENCE_KEYS = ("seed", "ps3_state_dict", "ps3_feature", "ps3_cls", "ps3_gan",
 
 def original_v2_reference_path() -> Path | None:
     """``$CAGNET_ORIGINAL_V2_REFERENCE`` when set, else ``<repo>/../shared/original_cagnetv2``; None if absent."""
-    env = os.environ.get("CAGNET_ORIGINAL_V2_REFERENCE")
-    path = Path(env) if env else REPO_ROOT.parent / "shared" / "original_cagnetv2"
-    return path if path.is_dir() else None
+    return original_reference_path("CAGNET_ORIGINAL_V2_REFERENCE", "original_cagnetv2")
 
 
 @pytest.fixture(scope="module")
