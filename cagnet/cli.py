@@ -358,11 +358,19 @@ def _add_predict_parser(sub) -> None:
         description="Run a checkpoint on images of any size and format PIL reads (files, or folders: every "
                     "file below them). Writes, for each image, OUT/<name>_labels.png (palette PNG at the "
                     "image's size; pixel values = label ids of the config dataset's labels_refined.txt), "
-                    "OUT/<name>_overlay.png (the labels over the image with a legend of the classes present, "
+                    "OUT/<name>_overlay.png (the labels over the image at its size, with a legend of the classes present, "
                     "unseen ones marked) and one line of OUT/predictions.jsonl (the pixel share of every "
-                    "class). The classes, input size and normalisation come from the config, as for "
-                    "evaluate. A file that cannot be read is reported and the others are processed; the "
-                    "exit status is then 1. Inputs are never modified; nothing is replaced without --force.",
+                    "class, added as soon as the image is done). The classes, input size and normalisation "
+                    "come from the config, as for evaluate. Folders are read through symbolic links (each "
+                    "real folder once); file names need not be UTF-8 (outputs and records then show each "
+                    "undecodable byte as \\xNN, and the record's image_hex holds the exact name). Memory: "
+                    "about 5 bytes per pixel of the largest image (the decoded image and one uint8 label "
+                    "map) beyond the model and libraries; everything else is done in bands. A file that "
+                    "cannot be read, or is above --max-pixels, is reported in one line and the others are "
+                    "processed; the exit status is then 1. A write that fails (a full disk, no permission, "
+                    "--out below a file) stops with one line naming the path (exit status 2); the records "
+                    "and outputs of the images done before it are kept. Inputs are never modified; nothing "
+                    "is replaced without --force.",
     )
     _add_config_options(predict)
     predict.add_argument("--checkpoint", metavar="PATH", required=True,
@@ -376,6 +384,10 @@ def _add_predict_parser(sub) -> None:
     predict.add_argument("--seen-penalty", metavar="X", type=float, default=0.0,
                          help="subtracted from the seen-class logits before the argmax (calibrated stacking; "
                               "larger values predict unseen classes more often; default: 0)")
+    predict.add_argument("--max-pixels", metavar="N", type=float, default=250_000_000,
+                         help="largest image accepted, width x height in pixels (default: 250000000, so a 10000 x "
+                              "10000 photo works; 2.5e8 notation accepted); a larger file is refused from its "
+                              "header before it is decoded, in one line naming it, and the others are processed")
     predict.add_argument("--force", action="store_true", help="replace existing outputs in --out")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
@@ -392,18 +404,24 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``predict``: label images; one line per image, then where the outputs are; 1 if any input failed."""
-    from cagnet.config import load_train_config
-    from cagnet.predict import Predictor, RECORDS_FILE, predict_files, present_classes, print_error
+    import math
 
+    from cagnet.config import load_train_config
+    from cagnet.errors import ConfigError
+    from cagnet.predict import Predictor, RECORDS_FILE, display_path, predict_files, present_classes, print_error
+
+    if not (math.isfinite(args.max_pixels) and args.max_pixels >= 1 and args.max_pixels == int(args.max_pixels)):
+        raise ConfigError(f"--max-pixels must be a positive whole number of pixels, got {args.max_pixels:g}")
     config = load_train_config(args.config, args.overrides)
     predictor = Predictor.from_checkpoint(config, args.checkpoint, progress=not args.no_progress)
     run = predict_files(predictor, args.inputs, args.out, protocol=args.protocol, seen_penalty=args.seen_penalty,
-                        force=args.force, progress=not args.no_progress, report=print_error)
-    for record in run.records:
-        shares = ", ".join(f"{c['name']}{' (unseen)' if c['unseen'] else ''} {100 * c['share']:.1f}%"
+                        force=args.force, progress=not args.no_progress, report=print_error,
+                        max_pixels=int(args.max_pixels))
+    for record in run.records:   # record["image"] is printable whatever the bytes of the name
+        shares = ", ".join(f"{c['name']}{'*' if c['unseen'] else ''} {100 * c['share']:.1f}%"
                            for c in present_classes(record))
         print(f"{record['image']}: {shares}")
-    print(f"{len(run.records)} image(s) labelled into {run.out_dir} ({RECORDS_FILE})"
+    print(f"{len(run.records)} image(s) labelled into {display_path(run.out_dir)} ({RECORDS_FILE})"
           + (f"; {len(run.errors)} input(s) failed" if run.errors else ""))
     return 1 if run.errors else 0
 
