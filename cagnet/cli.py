@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "reused. --jobs trains several seeds at the same time.",
     )
     benchmark.add_argument("--config", metavar="NAME|PATH", default="tutorial",
-                           help="a packaged config (tutorial, voc12, context, cocostuff) or a YAML file "
+                           help="a packaged config (tutorial, voc12, context, cocostuff; CaGNetv2: tutorial_pa3, voc12_pa3, context_pa3, cocostuff_pa3) or a YAML file "
                                 "(default: tutorial)")
     benchmark.add_argument("--seeds", metavar="K", type=int, default=3,
                            help="number of seeds: runtime.seed, runtime.seed + 1, ... (default: 3, i.e. 0, 1, 2)")
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="NAME|PATH", required=True,
-                        help="a packaged config (tutorial, voc12, context, cocostuff) or a YAML file")
+                        help="a packaged config (tutorial, voc12, context, cocostuff; CaGNetv2: tutorial_pa3, voc12_pa3, context_pa3, cocostuff_pa3) or a YAML file")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                         help="override a config value, e.g. --set schedules.step1.iterations=200 --set "
                              "data.root=dataset/voc12 --set runtime.device=cpu (repeatable; values are YAML)")

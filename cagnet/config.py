@@ -17,8 +17,10 @@ from cagnet.models.cagnet import ModelConfig
 
 #: Training schedules, in the order the original runs them.
 SCHEDULE_NAMES: tuple[str, ...] = ("step1", "mixed", "st", "st_mixed")
-#: Packaged configurations (``cagnet/configs/<name>.yaml``).
-PACKAGED_CONFIGS: tuple[str, ...] = ("tutorial", "voc12", "context", "cocostuff")
+#: Packaged configurations (``cagnet/configs/<name>.yaml``); ``*_pa3``: CaGNetv2's patch-wise recipe
+#: (``model.patch_size: 3``, patch-wise step 2).
+PACKAGED_CONFIGS: tuple[str, ...] = ("tutorial", "voc12", "context", "cocostuff",
+                                     "tutorial_pa3", "voc12_pa3", "context_pa3", "cocostuff_pa3")
 
 
 def _positive(where: str, value: Any, allow_zero: bool = False) -> None:
@@ -206,6 +208,14 @@ class ScheduleConfig:
     ``st_unseen_embedding``: the generator's word embedding of a pixel pseudo-labelled with
     an unseen class in ``st``: ``zero`` (the original: its seen-class table has zero rows
     there) or ``word`` (the class's word embedding).
+
+    Patch-wise step 2 (``model.patch_size`` > 1, CaGNetv2): ``block_source`` says where its
+    label blocks come from: ``pure`` (uniform one-class blocks whose class is drawn from the
+    step-2 prior; no PixelCNN needed) or ``bank`` (the blocks of the file ``bank_path``, a
+    tensor ``[B, s, s]`` of class indices, :func:`cagnet.data.blocks.load_label_blocks`, mixed
+    with ``fuse_ratio`` pure blocks per bank block, the original's default 8); see
+    :class:`cagnet.data.blocks.BlockSource`. A relative ``bank_path`` is read from the working
+    directory, as ``data.root``.
     """
 
     iterations: int
@@ -227,12 +237,16 @@ class ScheduleConfig:
     batch_size: int | None = None
     crop_size: int | None = None
     st_unseen_embedding: Literal["zero", "word"] = "zero"
+    block_source: Literal["pure", "bank"] = "pure"
+    bank_path: str | None = None
+    fuse_ratio: int = 8
 
     def check(self, prefix: str) -> None:
         """Value checks; ``prefix`` names the section in messages (``schedules.step1``)."""
         for name in ("iterations", "backbone_poly_every", "interval_step1", "interval_step2", "top_p",
                      "batch_size", "crop_size"):
             _positive(f"{prefix}.{name}", getattr(self, name))
+        _positive(f"{prefix}.fuse_ratio", self.fuse_ratio, allow_zero=True)
         for name in ("backbone_lr", "generator_lr", "discriminator_lr", "gen_unseen_rate"):
             _positive(f"{prefix}.{name}", getattr(self, name), allow_zero=True)
         self.generator_decay.check(f"{prefix}.generator_decay")
@@ -368,7 +382,12 @@ SCHEDULE_KEYS_READ_BY: dict[str, tuple[str, ...]] = {
     "losses.lambda_G_cls_transfer": ("mixed", "st_mixed"),
     "top_p": ("st",),
     "st_unseen_embedding": ("st",),
+    "block_source": ("mixed", "st_mixed"),
+    "bank_path": ("mixed", "st_mixed"),
+    "fuse_ratio": ("mixed", "st_mixed"),
 }
+#: The keys of patch-wise step 2 (read only when ``model.patch_size`` > 1).
+BLOCK_SOURCE_KEYS: tuple[str, ...] = ("block_source", "bank_path", "fuse_ratio")
 
 
 def unread_schedule_keys(config: TrainConfig) -> list[str]:
@@ -400,6 +419,34 @@ def check_unread_schedule_keys(config: TrainConfig) -> None:
         raise ConfigError(found[0])
 
 
+def check_block_source_keys(config: TrainConfig) -> None:
+    """A one-line :class:`ConfigError` for block-source keys that would be ignored or that miss
+    their file: any of them off its default with a pixel-wise model (``model.patch_size`` 1,
+    whose step 2 draws one label per pixel), ``bank_path`` / ``fuse_ratio`` with
+    ``block_source: pure``, ``block_source: bank`` without ``bank_path``."""
+    defaults = ScheduleConfig(iterations=1)
+    for name in SCHEDULE_KEYS_READ_BY["block_source"]:
+        section = getattr(config.schedules, name)
+        if section is None:
+            continue
+        prefix = f"schedules.{name}"
+        if config.model.patch_size == 1:
+            for key in BLOCK_SOURCE_KEYS:
+                if getattr(section, key) != getattr(defaults, key):
+                    raise ConfigError(f"{prefix}.{key}: {getattr(section, key)!r} would be ignored: model.patch_size "
+                                      "is 1 (pixel-wise step 2 draws one label per pixel; set model.patch_size: 3 "
+                                      "or remove it)")
+            continue
+        if section.block_source == "bank" and section.bank_path is None:
+            raise ConfigError(f"{prefix}.bank_path: needed with block_source: bank (a .pt / .npy file of label "
+                              "blocks [B, s, s]; or block_source: pure)")
+        if section.block_source == "pure":
+            for key in ("bank_path", "fuse_ratio"):
+                if getattr(section, key) != getattr(defaults, key):
+                    raise ConfigError(f"{prefix}.{key}: {getattr(section, key)!r} would be ignored: block_source is "
+                                      "pure (set block_source: bank or remove it)")
+
+
 def train_config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
     """:class:`TrainConfig` from plain data; the ``model`` mapping may name a ``preset``."""
     if not isinstance(data, Mapping):
@@ -415,6 +462,7 @@ def train_config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
         except TypeError as err:  # a value of a type ModelConfig cannot even compare
             raise ConfigError(f"model: {err}") from None
         config = dataclasses.replace(config, model=model)
+    check_block_source_keys(config)   # reads model.patch_size: after the model section is built
     return config
 
 
@@ -466,4 +514,4 @@ __all__ = ["SCHEDULE_NAMES", "PACKAGED_CONFIGS", "DataConfig", "LrMultipliers", 
            "LossWeights", "StepDecay", "ScheduleConfig", "SchedulesConfig", "RuntimeConfig", "PretrainConfig",
            "TrainConfig", "train_config_from_dict", "packaged_config_path", "resolve_config_source",
            "load_train_config", "SCHEDULE_KEYS_READ_BY", "unread_schedule_keys", "check_unread_schedule_keys",
-           "apply_overrides"]
+           "BLOCK_SOURCE_KEYS", "check_block_source_keys", "apply_overrides"]

@@ -120,13 +120,29 @@ def context_diagnostics(model: torch.nn.Module, dataset, info: DatasetInfo, *, l
 
 def _generated_accuracy(model: torch.nn.Module, num_seen: int, num_classes: int, per_class: int, seed: int,
                         device: torch.device) -> dict[str, float]:
-    """Classifier accuracy on generated features of every class (latent ~ N(0, I), eval mode)."""
+    """Classifier accuracy on generated features of every class (latent ~ N(0, I), eval mode).
+
+    Pixel-wise classifier: ``per_class`` generated pixels per class, side by side in one
+    ``[1, C, 1, K * n]`` row. Patch classifier (``patch_size`` s > 1, whose 3x3 conv would mix
+    neighbours of that row): ``per_class`` uniform s x s blocks per class, one noise vector per
+    block as in patch-wise step 2, each block its own map ``[K * n, C, s, s]``, scored at its
+    centre (whose receptive field is exactly the block).
+    """
     rng = torch.Generator(device="cpu").manual_seed(seed)
     labels = torch.arange(num_classes).repeat_interleave(per_class)                 # [K * n]
-    latent = torch.randn(1, model.config.feature_dim, 1, labels.numel(), generator=rng).to(device)
-    embeddings = model.embed_labels(labels.view(1, 1, -1).to(device), "all")        # [1, E, 1, K * n]
-    fake = model.generate(embeddings, latent)
-    predicted = model.classify(fake)[0, :num_classes, 0].argmax(0).cpu()
+    patch_size = getattr(model.config, "patch_size", 1)
+    if patch_size == 1:
+        latent = torch.randn(1, model.config.feature_dim, 1, labels.numel(), generator=rng).to(device)
+        embeddings = model.embed_labels(labels.view(1, 1, -1).to(device), "all")    # [1, E, 1, K * n]
+        fake = model.generate(embeddings, latent)
+        predicted = model.classify(fake)[0, :num_classes, 0].argmax(0).cpu()
+    else:
+        count, centre = labels.numel(), (patch_size - 1) // 2
+        latent = torch.randn(count, model.config.feature_dim, 1, 1, generator=rng).to(device)
+        latent = latent.expand(-1, -1, patch_size, patch_size)                      # one vector per block
+        blocks = labels.view(-1, 1, 1).expand(-1, patch_size, patch_size).to(device)
+        fake = model.generate(model.embed_labels(blocks, "all"), latent)            # [K * n, C, s, s]
+        predicted = model.classify(fake)[:, :num_classes, centre, centre].argmax(1).cpu()
     hits = predicted == labels
     return {"generated_seen_accuracy": float(hits[labels < num_seen].float().mean()),
             "generated_unseen_accuracy": float(hits[labels >= num_seen].float().mean())

@@ -30,6 +30,21 @@ def original_reference_dir() -> Path:
     return path
 
 
+def original_v2_reference_path() -> Path | None:
+    """Folder with the original CaGNetv2 implementation's facts, configs and reference outputs, or
+    None: ``$CAGNET_ORIGINAL_V2_REFERENCE`` when set, else ``<repo>/../shared/original_cagnetv2``."""
+    return original_reference_path("CAGNET_ORIGINAL_V2_REFERENCE", "original_cagnetv2")
+
+
+@pytest.fixture(scope="session")
+def original_v2_reference_dir() -> Path:
+    path = original_v2_reference_path()
+    if path is None:
+        pytest.skip("original CaGNetv2 reference folder not found "
+                    "(set CAGNET_ORIGINAL_V2_REFERENCE or place it at ../shared/original_cagnetv2)")
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
 # training / evaluation tests (tests/test_train_*.py, test_evaluate.py, test_cli.py)
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import original_reference_path
+from conftest import original_v2_reference_path
 
 from cagnet.data.blocks import fill_block_holes, tile_blocks, tile_noise
 from cagnet.losses.segmentation import patch_centre_accuracy, patch_centre_loss
@@ -53,11 +53,6 @@ REFERENCE_KEYS = ("seed", "ps3_state_dict", "ps3_feature", "ps3_cls", "ps3_gan",
                   "pixelcnn_logits_condition_class", "pixelcnn_unconditioned_logits", "mask_A", "mask_B",
                   "fill_in", "fill_out", "fill_still_masked", "tile_blocks", "tile_label_map",
                   "noise_per_patch", "noise_map")
-
-
-def original_v2_reference_path() -> Path | None:
-    """``$CAGNET_ORIGINAL_V2_REFERENCE`` when set, else ``<repo>/../shared/original_cagnetv2``; None if absent."""
-    return original_reference_path("CAGNET_ORIGINAL_V2_REFERENCE", "original_cagnetv2")
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,43 @@ def _value(section, key):
 def test_packaged_values_equal_the_original_configs(original_reference_dir, filename, name, schedule, lr_key,
                                                     iter_key):
     original = yaml.safe_load((original_reference_dir / "configs" / filename).read_text())
+    _check_schedule_against_original(original, load_train_config(name), schedule, lr_key, iter_key)
+
+
+# CaGNetv2's files (shared/original_cagnetv2/configs): voc12_pa3.yaml is its patch-wise step 1; the
+# patch-wise finetuning is the pixel-wise *_finetune_pi.yaml with voc12_pa3's patch keys (crop 376,
+# patchsize 3, a block bank); Context and COCO-Stuff ship only pixel-wise files, so their _pa3
+# configs take the same patch keys. (original file, config, schedule, lr key, iteration key, crop
+# the packaged config uses instead of the file's: the derived patch key)
+ORIGINAL_V2_FILES = [
+    ("voc12_pa3.yaml", "voc12_pa3", "step1", "lr", "ITER_MAX", None),
+    ("voc12_finetune_pi.yaml", "voc12_pa3", "mixed", "lr_transfer", "ITER_MAX_TRANSFER", 376),
+    ("context_pi.yaml", "context_pa3", "step1", "lr", "ITER_MAX", 376),
+    ("context_finetune_pi.yaml", "context_pa3", "mixed", "lr_transfer", "ITER_MAX_TRANSFER", 376),
+    ("cocostuff_pi.yaml", "cocostuff_pa3", "step1", "lr", "ITER_MAX", 376),
+    ("cocostuff_finetune_pi.yaml", "cocostuff_pa3", "mixed", "lr_transfer", "ITER_MAX_TRANSFER", 376),
+]
+
+
+@pytest.mark.parametrize("filename, name, schedule, lr_key, iter_key, crop", ORIGINAL_V2_FILES)
+def test_packaged_patch_values_equal_the_original_v2_configs(original_v2_reference_dir, filename, name, schedule,
+                                                             lr_key, iter_key, crop):
+    original = yaml.safe_load((original_v2_reference_dir / "configs" / filename).read_text())
     config = load_train_config(name)
+    if crop is not None:   # the derived patch key: a feature grid of whole 3x3 blocks
+        assert original["IMAGE"]["SIZE"]["TRAIN"] == 368
+        original["IMAGE"]["SIZE"]["TRAIN"] = crop
+    _check_schedule_against_original(original, config, schedule, lr_key, iter_key)
+    assert config.model.patch_size == original.get("patchsize", 3)
+    assert config.model.num_outputs == original["dis"]["out_dim_cls"]
+    for step2 in ("mixed", "st_mixed"):   # the block bank (the original's generated_patch_dir)
+        section = config.schedule(step2)
+        assert (section.block_source, section.fuse_ratio) == ("bank", 8)
+        assert section.bank_path == f"generated_patch/{config.name.removesuffix('_pa3')}.pt"
+
+
+def _check_schedule_against_original(original: dict, config, schedule: str, lr_key: str, iter_key: str) -> None:
+    """Every value of the original config file that schedule ``schedule`` of ``config`` reads."""
     section = config.schedule(schedule)
     assert section.iterations == original[iter_key]
     assert section.backbone_lr == pytest.approx(original["back_opt"][lr_key])

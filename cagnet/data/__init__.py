@@ -11,6 +11,7 @@ Modules
 ``pretraining``  scenes of other colours and patterns for pretraining the backbone
 ``check``        ``check_dataset``: every problem of a dataset folder
 ``embed``        ``embed_class_names``: ``word_vectors/glove.npy`` of a dataset's own class names
+``blocks``       CaGNetv2's label blocks: cutting, hole filling, tiling, block banks, ``BlockSource``
 """
 from cagnet.data.datasets import (
     EMBEDDING_KINDS,

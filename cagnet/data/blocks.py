@@ -9,20 +9,30 @@ CaGNetv2 uses them in two places:
   (:func:`fill_block_holes`, the original's ``fill_in_hole``);
 * step 2 turns a draw of blocks into the label map of a fake feature map (:func:`tile_blocks`)
   and gives every block one latent noise vector, repeated over its pixels (:func:`tile_noise`,
-  :func:`block_noise`).
+  :func:`block_noise`). The blocks come from a :class:`BlockSource`: uniform one-class
+  ("pure") blocks of the step-2 class prior, or a *bank* of blocks (e.g. sampled from the
+  PixelCNN) mixed with pure blocks.
+
+Bank file (:func:`save_label_blocks` / :func:`load_label_blocks`): one integer tensor
+``[B, s, s]`` of class indices ``0 .. S+U-1`` (seen classes first, the classifier's order; no
+ignored pixels), in a ``.pt`` file (``torch.save`` of the bare tensor, read with
+``weights_only=True``) or a ``.npy`` file (read without pickle). It is stored as ``uint8`` when
+the labels fit (a bank holds millions of blocks).
 
 Layout (the original's): block ``(r, c)`` of a grid of ``h // s`` x ``w // s`` blocks covers
 rows ``s*r .. s*r + s - 1`` and columns ``s*c .. s*c + s - 1``; blocks are numbered row-major,
 ``k = r * (w // s) + c``. :func:`cut_blocks` and :func:`tile_blocks` are inverse to each other.
 
-All functions are pure (no state, global RNG only in :func:`block_noise` when no generator is
-given). Bad input is a one-line :class:`~cagnet.errors.DatasetError` (blocks) or
+The functions are pure (no state; the global RNG only in :func:`block_noise`,
+:func:`sample_distinct` and :meth:`BlockSource.draw` when no generator is given). Bad input is a one-line :class:`~cagnet.errors.DatasetError` (blocks) or
 :class:`~cagnet.errors.ConfigError` (a grid that the patch size does not divide).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Literal, Sequence
 
+import numpy as np
 import torch
 
 from cagnet.data.transforms import IGNORE_INDEX
@@ -184,3 +194,193 @@ def block_noise(batch: int, channels: int, grid: Sequence[int], patch_size: int,
     rows, cols = _check_grid(grid, patch_size, "block_noise")
     noise = torch.randn(batch, channels, rows, cols, generator=generator, device=device, dtype=dtype)
     return tile_noise(noise, patch_size)
+
+
+# --------------------------------------------------------------------------- bank files
+#: File suffixes of a block bank.
+BANK_SUFFIXES: tuple[str, ...] = (".pt", ".npy")
+
+
+def _bank_suffix(path: Path) -> str:
+    if path.suffix not in BANK_SUFFIXES:
+        raise DatasetError(f"{path}: a bank of label blocks is a {' or '.join(BANK_SUFFIXES)} file")
+    return path.suffix
+
+
+def save_label_blocks(path: str | Path, blocks: torch.Tensor, num_classes: int | None = None) -> Path:
+    """Write a bank of label blocks ``[B, s, s]`` (the module docstring's format); returns the path.
+
+    The blocks are checked first (:func:`check_label_blocks`, class range when ``num_classes``
+    is given) and stored as ``uint8`` when every label is below 256, else ``int64``.
+    """
+    path = Path(path)
+    suffix = _bank_suffix(path)
+    check_label_blocks(blocks, num_classes, name=f"{path}: label blocks")
+    blocks = blocks.detach().cpu()
+    small = blocks.numel() == 0 or (int(blocks.min()) >= 0 and int(blocks.max()) < 256)
+    blocks = blocks.to(torch.uint8 if small else torch.int64).contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".pt":
+        torch.save(blocks, path)
+    else:
+        np.save(path, blocks.numpy(), allow_pickle=False)
+    return path
+
+
+def load_label_blocks(path: str | Path, num_classes: int | None = None, patch_size: int | None = None) -> torch.Tensor:
+    """Read a bank of label blocks ``[B, s, s]`` (integer, its stored dtype) and check it.
+
+    Args:
+        num_classes: labels must lie in ``0 .. num_classes - 1`` (no ignored pixels: every
+            position of a block is a generated pixel).
+        patch_size: when given, ``s`` must equal it.
+
+    Raises a one-line :class:`DatasetError` naming the file: missing, unreadable, not a tensor
+    ``[B, s, s]`` of integers, empty, labels outside the class range, or blocks of another side.
+    """
+    path = Path(path)
+    suffix = _bank_suffix(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: bank of label blocks not found")
+    try:
+        if suffix == ".pt":
+            blocks = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            blocks = torch.from_numpy(np.load(path, allow_pickle=False))
+    except Exception as err:   # a damaged, pickled or foreign file: one line naming it
+        raise DatasetError(f"{path}: cannot read a bank of label blocks ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else 'no details'})") from None
+    side = check_label_blocks(blocks, num_classes, name=f"{path}: label blocks")
+    if blocks.shape[0] == 0:
+        raise DatasetError(f"{path}: the bank holds no label blocks")
+    if patch_size is not None and side != patch_size:
+        raise DatasetError(f"{path}: blocks of {side}x{side}, but the patch size is {patch_size}")
+    return blocks
+
+
+# --------------------------------------------------------------------------- drawing blocks
+#: Up to this population, :func:`sample_distinct` ranks one random key per candidate (one
+#: kernel, ``batch x population`` float64 keys); above it, Floyd's algorithm (``count`` small
+#: steps, memory independent of the population).
+DIRECT_DRAW_LIMIT = 1 << 18
+
+
+def sample_distinct(batch: int, count: int, population: int, *, device: torch.device | str | None = None,
+                    generator: torch.Generator | None = None, direct_limit: int = DIRECT_DRAW_LIMIT) -> torch.Tensor:
+    """``count`` distinct indices of ``range(population)`` per row, ``[batch, count]`` int64.
+
+    Each row is a uniformly random subset in uniformly random order (sampling without
+    replacement), drawn on ``device`` from ``generator`` (the global RNG of that device when
+    None) without waiting for the device: the keys' top-k for populations up to
+    ``direct_limit``, Floyd's algorithm otherwise (then shuffled).
+    """
+    if count > population:
+        raise DatasetError(f"cannot draw {count} distinct items from {population}")
+    if population <= direct_limit:
+        keys = torch.rand(batch, population, device=device, dtype=torch.float64, generator=generator)
+        return keys.topk(count, dim=1).indices
+    # Floyd: for j = n-k .. n-1 draw t in [0, j]; take t unless already taken, else j.
+    # Every k-subset is equally likely; the order is not, hence the shuffle.
+    chosen = torch.empty(batch, count, dtype=torch.int64, device=device)
+    for i, j in enumerate(range(population - count, population)):
+        t = torch.randint(0, j + 1, (batch,), device=device, generator=generator)
+        taken = (chosen[:, :i] == t[:, None]).any(1)
+        chosen[:, i] = torch.where(taken, torch.full_like(t, j), t)
+    order = torch.rand(batch, count, device=device, generator=generator).argsort(1)
+    return chosen.gather(1, order)
+
+
+class BlockSource:
+    """Where patch-wise step 2 takes its label blocks from (``block_source`` of a schedule).
+
+    ``pure``: every block is uniform, one class drawn from the step-2 prior (weight 1 per seen
+    class, 1 + gen_unseen_rate per unseen one; :func:`cagnet.train.steps.unseen_prior`); no
+    PixelCNN needed.
+
+    ``bank``: the blocks of a bank (:func:`load_label_blocks`, ``B`` blocks) mixed with
+    ``fuse_ratio`` pure blocks per bank block, as the original's fusing step does: each image
+    draws its ``(h // s) * (w // s)`` blocks WITHOUT replacement from a pool of
+    ``B * (1 + fuse_ratio)`` slots (the first ``B`` the bank's blocks, the others pure blocks)
+    and tiles them row-major in the order drawn. The original draws its 256 blocks per image from
+    one 4096-block file of its fused bank; here the pool is the whole bank file. Its pure blocks
+    are a fixed set drawn once from the prior; here a drawn pure slot gets a fresh class from
+    the prior: a random subset of i.i.d. draws is i.i.d., so each image's blocks have the same
+    distribution, without storing ``fuse_ratio * B`` blocks.
+
+    Every draw comes from the global RNG of the device (exact resume restores it), without
+    waiting for the device.
+
+    Args:
+        patch_size: block side ``s``.
+        bank: ``[B, s, s]`` integer labels (any integer dtype; kept on its device) or None (pure).
+        fuse_ratio: pure blocks per bank block (``bank`` only; 0 = bank blocks only).
+        name: what the bank is (its file), for messages.
+    """
+
+    def __init__(self, patch_size: int, bank: torch.Tensor | None = None, fuse_ratio: int = 8,
+                 name: str = "bank") -> None:
+        if patch_size < 2:
+            raise ConfigError(f"block source: patch-wise step 2 needs a patch size > 1 (got {patch_size})")
+        if fuse_ratio < 0:
+            raise ConfigError(f"block source: fuse_ratio must be >= 0 (got {fuse_ratio})")
+        if bank is not None:
+            side = check_label_blocks(bank, name=name)
+            if side != patch_size:
+                raise DatasetError(f"{name}: blocks of {side}x{side}, but the patch size is {patch_size}")
+            if bank.shape[0] == 0:
+                raise DatasetError(f"{name}: the bank holds no label blocks")
+        self.patch_size, self.bank, self.fuse_ratio, self.name = patch_size, bank, fuse_ratio, name
+
+    @property
+    def kind(self) -> Literal["pure", "bank"]:
+        return "pure" if self.bank is None else "bank"
+
+    @property
+    def pool_size(self) -> int | None:
+        """Slots each image draws from without replacement (``bank`` only)."""
+        return None if self.bank is None else self.bank.shape[0] * (1 + self.fuse_ratio)
+
+    def check_grid(self, grid: Sequence[int], what: str = "block source") -> int:
+        """Blocks per image of ``grid`` (h, w); a ConfigError when ``s`` does not divide it, a
+        DatasetError when the bank's pool holds fewer slots than that."""
+        rows, cols = _check_grid(grid, self.patch_size, what)
+        count = rows * cols
+        if self.bank is not None and self.pool_size < count:
+            raise DatasetError(f"{self.name}: {self.bank.shape[0]} bank blocks + {self.pool_size - self.bank.shape[0]} "
+                               f"pure ones (fuse_ratio {self.fuse_ratio}) are fewer than the {count} blocks each "
+                               f"image of a {grid[0]}x{grid[1]} grid draws without replacement")
+        return count
+
+    def to(self, device: torch.device | str) -> "BlockSource":
+        """The same source with its bank on ``device`` (where the draws happen)."""
+        if self.bank is not None:
+            self.bank = self.bank.to(device)
+        return self
+
+    def draw(self, batch: int, grid: Sequence[int], prior: torch.Tensor) -> torch.Tensor:
+        """One draw of blocks per image, ``[batch, (h // s) * (w // s), s, s]`` int64.
+
+        Args:
+            grid: the feature grid (h, w), multiples of ``s``.
+            prior: ``[S+U]`` class probabilities of the pure blocks, on the device to draw on
+                (the bank's device for ``bank``).
+        """
+        count = self.check_grid(grid)
+        s = self.patch_size
+        device = prior.device
+        # one class per block from the prior (for ``bank`` also: the pure slots take theirs,
+        # drawn for every slot so that the RNG use does not depend on the draw)
+        pure = torch.multinomial(prior.float(), batch * count, replacement=True).view(batch, count, 1, 1)
+        pure = pure.expand(batch, count, s, s)
+        if self.bank is None:
+            return pure.contiguous()
+        slots = sample_distinct(batch, count, self.pool_size, device=device)     # [batch, count]
+        in_bank = slots < self.bank.shape[0]
+        from_bank = self.bank[slots.clamp(max=self.bank.shape[0] - 1)].long()  # [batch, count, s, s]
+        return torch.where(in_bank[..., None, None], from_bank, pure)
+
+    def __repr__(self) -> str:
+        if self.bank is None:
+            return f"BlockSource(pure, {self.patch_size}x{self.patch_size})"
+        return (f"BlockSource(bank {self.name}: {self.bank.shape[0]} blocks of {self.patch_size}x{self.patch_size}, "
+                f"fuse_ratio {self.fuse_ratio})")

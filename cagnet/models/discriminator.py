@@ -26,7 +26,10 @@ the module (and its state dict) is the pixel-wise discriminator.
 
 A 3x3 head mixes neighbouring positions, so callers must not pack the pixels of several
 feature maps into one map for a single call (which is fine for the pixel-wise head, see
-:attr:`Discriminator.pixelwise`): each map, or a batch of maps of one size, gets its own call.
+:attr:`Discriminator.pixelwise`): each map, or a batch of maps of one size, gets its own pass.
+``forward`` also takes a list of such batches and runs one pass per entry, so that a training
+step still makes ONE call of a DistributedDataParallel-wrapped discriminator per backward
+(:func:`cagnet.train.steps.discriminate`).
 """
 from __future__ import annotations
 
@@ -91,8 +94,17 @@ class Discriminator(nn.Module):
         """Probability that each pixel feature is real, [N, 1, h, w]."""
         return torch.sigmoid(self.gan_head(self.hidden(feature)))
 
-    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gan score [N,1,h,w], class logits [N,S+U+1,h,w]) from one shared pass."""
+    def forward(self, feature: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]
+                ) -> tuple[torch.Tensor, torch.Tensor] | list[tuple[torch.Tensor, torch.Tensor]]:
+        """(gan score [N,1,h,w], class logits [N,S+U+1,h,w]) from one shared pass.
+
+        A list (or tuple) of feature maps ``[N_k, C, h_k, w_k]`` gives the list of their
+        (score, logits) pairs, one pass per map (in order, so dropout masks are drawn map by
+        map): a single call for several maps of different sizes, which a patch head cannot
+        see packed into one map.
+        """
+        if isinstance(feature, (list, tuple)):
+            return [self.forward(f) for f in feature]
         shared = self.hidden(feature)
         return torch.sigmoid(self.gan_head(shared)), self._class_logits(shared)
 

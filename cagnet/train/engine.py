@@ -8,6 +8,9 @@
 ``st_mixed``  iterations (:func:`cagnet.train.steps.step2`), repeated, starting with ``first``;
 ``st``        self-training: pseudo-labels for ignored pixels, then step 1 on them.
 
+With ``model.patch_size`` > 1 (CaGNetv2) step 2 is patch-wise: tiled label blocks from the
+schedule's ``block_source`` (:func:`cagnet.train.steps.step2_block_source`, read at set-up).
+
 A run folder (default ``runs/<config name>/<schedule>``) receives the resolved configuration,
 a log of every iteration, the scores of every evaluation, the latest checkpoint and figures
 (:mod:`cagnet.train.runs`).
@@ -199,6 +202,10 @@ class Trainer:
             raise ConfigError(f"schedules.{self.schedule_name}.top_p: {sched.top_p} exceeds the "
                               f"{num_outputs} classifier outputs")
         self.model = build_model(cfg, info)
+        # patch-wise step 2 (model.patch_size > 1): the crop's grid and the block bank are
+        # checked (one-line errors) before the run folder is touched
+        self.block_source = steps.step2_block_source(cfg, self.schedule_name, self.model,
+                                                     info.num_seen + info.num_unseen, device)
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.out_dir / ckpt.CHECKPOINT_NAME
@@ -418,7 +425,7 @@ class Trainer:
         unseen_embedding = sched.st_unseen_embedding
         if kind == "step2":
             return steps.step2(self.parts, self.batch_size, self.grids[0], self.prior, sched.losses,
-                               device=self.ctx.device, amp=self.amp)
+                               device=self.ctx.device, amp=self.amp, blocks=self.block_source)
         while True:
             image, labels, host_labels = self._next_batch()
             if kind == "st":

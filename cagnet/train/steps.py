@@ -32,6 +32,23 @@ unseen classes from generated features) and, when ``lambda_G_cls_transfer > 0``,
 (the original still called Adam with zero gradients, which moves weights by stale
 momentum). The backbone does not run.
 
+**Patch-wise step 2** (CaGNetv2, ``model.patch_size`` s > 1): the label map is a row-major
+tiling of s x s label blocks from a :class:`~cagnet.data.blocks.BlockSource` (pure one-class
+blocks of the prior, or a bank mixed with them), the latent noise one N(0, I) vector per block
+repeated over its pixels, and ``cls`` is the cross-entropy at the block centres only
+(:func:`~cagnet.losses.patch_centre_loss`): each centre's s x s receptive field of the patch
+classifier then sees exactly its own generated block. The feature grid must be a multiple of s
+(:func:`check_patch_grid`).
+
+**The patch classifier elsewhere**: it classifies real features, step 1's fake features (they
+follow the real label map, so, like the real ones, at every labelled position: the original
+uses its patch classifier wherever the pixel-wise one was; ``lambda_D_cls_fake`` is 0 in its
+patch step 1, so there only the 1x1 GAN head learns from fakes), self-training's and the test
+predictions, each on whole feature maps. Its 3x3 conv mixes neighbours, so the several maps of
+one step (three scales, fused, fake) are not packed pixel-wise into one map as for the
+pixel-wise head: :func:`discriminate` passes them as a list of same-size batches, still ONE
+call of the (possibly DDP-wrapped) discriminator.
+
 **Self-training** (``st``): the current model (eval mode) scores the batch; ignored pixels
 get the highest-ranked unseen class among the ``top_p`` predictions
 (:func:`cagnet.train.self_training.self_training_labels`) on the feature grid; then step 1
@@ -49,9 +66,12 @@ import torch
 from torch import nn
 
 from cagnet.config import LossWeights
+from cagnet.data.blocks import BlockSource, block_noise, tile_blocks
 from cagnet.data.transforms import IGNORE_INDEX, resize_labels
+from cagnet.errors import ConfigError
 from cagnet.evaluate import predict_logits
 from cagnet.losses import classification_loss, discriminator_gan_loss, generator_gan_loss, mmd_loss
+from cagnet.losses.segmentation import patch_centre_accuracy, patch_centre_loss, patch_centres
 from cagnet.runtime import autocast_context
 from cagnet.train.distributed import TrainedParts
 from cagnet.train.self_training import self_training_labels
@@ -116,23 +136,75 @@ def _from_pixels(output: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[to
     return [p.reshape(channels, n, h, w).permute(1, 0, 2, 3) for p, (n, _, h, w) in zip(pieces, shapes)]
 
 
+def _unwrapped(module: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / ``torch.compile`` wrappers."""
+    while True:
+        inner = getattr(module, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(module, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return module
+        module = inner
+
+
+def is_pixelwise(discriminator: nn.Module) -> bool:
+    """Whether every output of ``discriminator`` depends on its own pixel only (the pixel-wise
+    head, :attr:`cagnet.models.Discriminator.pixelwise`; a module without that property is
+    taken as one)."""
+    return bool(getattr(_unwrapped(discriminator), "pixelwise", True))
+
+
+def _size_groups(features: list[torch.Tensor]) -> list[list[int]]:
+    """Indices of the maps grouped by per-sample shape [C, h, w], in order of first appearance."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, f in enumerate(features):
+        groups.setdefault(tuple(f.shape[1:]), []).append(index)
+    return list(groups.values())
+
+
+def _call(discriminator: nn.Module, features: list[torch.Tensor], weights: dict | None
+          ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(score, logits) per map from one call of ``discriminator`` (``weights``: detached
+    parameters for :func:`torch.func.functional_call`, None = its own)."""
+    def run(argument):
+        if weights is None:
+            return discriminator(argument)
+        return torch.func.functional_call(discriminator, weights, (argument,))
+
+    if is_pixelwise(discriminator):
+        # 1x1 layers only: the pixels of all maps in one [1, C, 1, P] map
+        pixels, shapes = _to_pixels(features)
+        scores, logits = run(pixels)
+        return list(zip(_from_pixels(scores, shapes), _from_pixels(logits, shapes)))
+    # a patch head sees neighbours: each map keeps its layout; maps of one size share a batch
+    groups = _size_groups(features)
+    outputs = run([torch.cat([features[i] for i in group]) if len(group) > 1 else features[group[0]]
+                   for group in groups])
+    results: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(features)
+    for group, (scores, logits) in zip(groups, outputs):
+        sizes = [features[i].shape[0] for i in group]
+        for i, score, logit in zip(group, scores.split(sizes), logits.split(sizes)):
+            results[i] = (score, logit)
+    return results
+
+
 def discriminate(discriminator: nn.Module, features: list[torch.Tensor]
                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(score, logits) of each feature map from ONE discriminator call (its layers are 1x1
-    convs, so pixels of different maps can share a call; one call per backward is what
-    DistributedDataParallel expects)."""
-    pixels, shapes = _to_pixels(features)
-    scores, logits = discriminator(pixels)
-    return list(zip(_from_pixels(scores, shapes), _from_pixels(logits, shapes)))
+    """(score, logits) of each feature map ``[N_k, C, h_k, w_k]`` from ONE discriminator call
+    (one call per backward is what DistributedDataParallel expects).
+
+    Pixel-wise head (1x1 convs): the pixels of all maps share one ``[1, C, 1, P]`` map. Patch
+    head: the maps go as a list of same-size batches (``Discriminator.forward`` runs one pass
+    per entry), so that each position's 3x3 neighbourhood is its own map's.
+    """
+    return _call(discriminator, features, None)
 
 
 def discriminate_frozen(discriminator: nn.Module, features: list[torch.Tensor]
                         ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Like :func:`discriminate` with the weights detached: gradients reach the features only."""
     weights = {name: p.detach() for name, p in discriminator.named_parameters()}
-    pixels, shapes = _to_pixels(features)
-    scores, logits = torch.func.functional_call(discriminator, weights, (pixels,))
-    return list(zip(_from_pixels(scores, shapes), _from_pixels(logits, shapes)))
+    return _call(discriminator, features, weights)
 
 
 def _touch(*tensors: torch.Tensor) -> torch.Tensor:
@@ -230,27 +302,118 @@ def step1(parts: TrainedParts, image: torch.Tensor, labels: torch.Tensor, weight
 
 # ------------------------------------------------------------------------------ step 2
 def step2(parts: TrainedParts, batch_size: int, grid: tuple[int, int], prior: torch.Tensor,
-          weights: LossWeights, *, device: torch.device, amp: str = "none") -> StepOutput:
-    """Step-2 losses on generated features of sampled labels (see the module docstring)."""
+          weights: LossWeights, *, device: torch.device, amp: str = "none",
+          blocks: BlockSource | None = None) -> StepOutput:
+    """Step-2 losses on generated features of sampled labels (see the module docstring).
+
+    Args:
+        grid: the feature grid (h, w) of the generated maps ``[batch_size, C, h, w]``.
+        prior: ``[S+U]`` class probabilities (:func:`unseen_prior`) on ``device``.
+        blocks: the label-block source of patch-wise step 2; needed exactly when the model's
+            ``patch_size`` is > 1 (then h and w must be multiples of it).
+    """
     model = parts.model
-    labels = sample_step2_labels(prior, (batch_size, *grid), device)
-    latent = torch.randn(batch_size, model.config.feature_dim, *grid, device=device)
+    patch_size = model.config.patch_size
+    if (patch_size > 1) != (blocks is not None):
+        raise ConfigError(f"step 2: model.patch_size {patch_size} "
+                          + ("needs a block source (patch-wise step 2)" if blocks is None
+                             else "is pixel-wise: a block source would be ignored"))
+    if blocks is None:
+        labels = sample_step2_labels(prior, (batch_size, *grid), device)
+        latent = torch.randn(batch_size, model.config.feature_dim, *grid, device=device)
+    else:
+        # blocks first, then one noise vector per block: the original's order of draws
+        labels = tile_blocks(blocks.draw(batch_size, grid, prior), grid)                # [N, h, w]
+        latent = block_noise(batch_size, model.config.feature_dim, grid, patch_size, device=device)
     train_generator = weights.lambda_G_cls_transfer > 0
     with autocast_context(device, amp):
         condition = model.generator_input(model.embed_labels(labels, "all"), latent)
         with (torch.enable_grad() if train_generator else torch.no_grad()):
             fake = parts.generator(condition)
         ((score, logits),) = discriminate(parts.discriminator, [fake.detach()])
-        cls_fake = classification_loss(logits, labels)
+        cls_fake = _step2_loss(logits, labels, patch_size)
         loss_d = weights.lambda_D_cls_fake_transfer * cls_fake + _touch(score, logits)
         loss_g = torch.zeros((), device=device)
         if train_generator:
             ((_, logits_g),) = discriminate_frozen(model.discriminator, [fake])
-            loss_g = weights.lambda_G_cls_transfer * classification_loss(logits_g, labels)
-    logs = {"loss_D": loss_d, "loss_G": loss_g, "cls_fake": cls_fake, "acc_fake": pixel_accuracy(logits, labels),
-            "unseen_fraction": (labels >= model.config.num_seen).float().mean()}
+            loss_g = weights.lambda_G_cls_transfer * _step2_loss(logits_g, labels, patch_size)
+    if patch_size == 1:
+        accuracy, targets = pixel_accuracy(logits, labels), labels
+    else:   # what the classifier is trained on: the block centres
+        accuracy = patch_centre_accuracy(logits, labels, patch_size)
+        targets = patch_centres(labels, patch_size)
+    logs = {"loss_D": loss_d, "loss_G": loss_g, "cls_fake": cls_fake, "acc_fake": accuracy,
+            "unseen_fraction": (targets >= model.config.num_seen).float().mean()}
     return StepOutput(total=loss_d + loss_g, logs={k: v.detach().float() for k, v in logs.items()},
                       trains_backbone=False, trains_generator=train_generator)
+
+
+def step2_block_source(config, schedule: str, model: nn.Module, num_classes: int,
+                       device: torch.device | str = "cpu") -> BlockSource | None:
+    """The label-block source of a schedule's patch-wise step 2, on ``device``; None when the
+    model is pixel-wise or the schedule runs no step 2.
+
+    Checks first that the schedule's crop gives a feature grid of whole blocks
+    (:func:`check_patch_grid`), then reads the bank of ``block_source: bank``
+    (:func:`cagnet.data.blocks.load_label_blocks`: labels ``0 .. num_classes - 1``, blocks of
+    the patch size, enough of them for one image's draw without replacement), so that a bad
+    crop or bank is a one-line error before anything runs.
+
+    Args:
+        config: the :class:`~cagnet.config.TrainConfig`.
+        num_classes: S + U.
+    """
+    from cagnet.config import SCHEDULE_KEYS_READ_BY
+    from cagnet.data.blocks import load_label_blocks
+    from cagnet.errors import DatasetError
+
+    patch_size = model.config.patch_size
+    if patch_size == 1 or schedule not in SCHEDULE_KEYS_READ_BY["block_source"]:
+        return None
+    section = config.schedule(schedule)
+    prefix = f"schedules.{schedule}"
+    crop_key = f"{prefix}.crop_size" if section.crop_size else "data.crop_size"
+    grid = check_patch_grid(model, section.crop_size or config.data.crop_size, crop_key)
+    if section.block_source == "pure":
+        source = BlockSource(patch_size)
+    else:
+        if section.bank_path is None:
+            raise ConfigError(f"{prefix}.bank_path: needed with block_source: bank")
+        try:
+            bank = load_label_blocks(section.bank_path, num_classes, patch_size)
+            source = BlockSource(patch_size, bank, section.fuse_ratio, name=str(section.bank_path))
+            source.check_grid(grid)
+        except DatasetError as err:
+            raise DatasetError(f"{prefix}.bank_path: {err}") from None
+    return source.to(device)
+
+
+def _step2_loss(logits: torch.Tensor, labels: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Step-2 cross-entropy: every pixel (pixel-wise) or the block centres (patch-wise)."""
+    if patch_size == 1:
+        return classification_loss(logits, labels)
+    return patch_centre_loss(logits, labels, patch_size)
+
+
+def check_patch_grid(model: nn.Module, crop_size: int, crop_key: str) -> tuple[int, int]:
+    """The feature grid of ``crop_size`` crops, checked to be a multiple of the model's patch
+    size (patch-wise step 2 tiles whole blocks); a one-line ConfigError naming ``crop_key``,
+    the crop size, its grid, the patch size and the next crop size that fits otherwise."""
+    patch_size = model.config.patch_size
+    grid = feature_grid(model, (crop_size, crop_size))
+    if grid[0] % patch_size == 0 and grid[1] % patch_size == 0:
+        return grid
+    # the grid grows by one cell per output-stride pixels of crop: suggest the next crop that
+    # fits, checked (one more meta pass), else no suggestion
+    hint, stride = "", getattr(model.backbone, "output_stride", None)
+    if isinstance(stride, int) and grid[0] == grid[1]:
+        larger = crop_size + stride * ((-grid[0]) % patch_size)
+        other = feature_grid(model, (larger, larger))
+        if other[0] % patch_size == 0:
+            hint = f"; e.g. crop {larger} gives {other[0]}x{other[1]}"
+    raise ConfigError(f"{crop_key}: crop size {crop_size} gives a {grid[0]}x{grid[1]} feature grid, not a multiple "
+                      f"of model.patch_size {patch_size} (patch-wise step 2 tiles {patch_size}x{patch_size} label "
+                      f"blocks){hint}")
 
 
 # ------------------------------------------------------------------------------ self-training
