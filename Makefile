@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(BIN)/python scripts/run_notebooks.py --out runs/notebooks notebooks/*.ipynb
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=10 tests
 
 # The tests with float tolerances, once more on other kernels than this CPU's best (MKL, oneDNN
 # and ATen restricted to SSE4): other code paths round differently, as other users' CPUs do

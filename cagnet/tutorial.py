@@ -12,13 +12,17 @@ Every notebook runs with one of two budgets, read from ``$CAGNET_BUDGET``:
 * ``smoke``: the same code path with a few iterations per schedule and a few pretraining
   iterations (``make test`` runs every notebook under nbval with it). Its runs go to
   ``runs/<config>_smoke/`` so that a test never replaces the checkpoints of a full run.
+
+:func:`error_breakdown` puts into numbers what the error maps of a prediction figure show
+(which kinds of mistake, the most frequent confusion), so that a chapter can read its figures
+from its own output.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from cagnet.errors import ConfigError
 from cagnet.files import project_root
@@ -161,3 +165,51 @@ def chapter(config: str = "tutorial", *, device: str | None = None, amp: str | N
     root = Path(runs_root) if runs_root is not None else default_runs_root(loaded.name, budget)
     runs = MethodRuns(loaded, loaded.runtime.seed, root, split="test")
     return Chapter(config=runs.config, budget=budget, info=info, device=runs.device, runs=runs)
+
+
+# ------------------------------------------------------------------------------ reading error maps
+def error_breakdown(labels: Sequence[Any], predictions: Any, class_names: Sequence[str], num_seen: int,
+                    ignore_index: int = 255):
+    """What the error maps of a prediction figure show, in numbers: a ``pandas.DataFrame`` with
+    one row per method over the given images.
+
+    ``labels``: ground-truth maps [H, W] of evaluation indices; ``predictions``: a mapping
+    method -> one map per label (or one sequence of maps: one method, named "prediction").
+    Columns: the share of the scored pixels that are wrong and of each kind of mistake
+    (:data:`cagnet.viz.ERROR_CATEGORIES`, fractions; ignored pixels left out), the share of
+    the wrong pixels whose true and predicted classes name the same colour
+    (:func:`cagnet.viz.colour_word`; NaN when the class names hold no colour word), and the
+    most frequent confusion, "true → predicted (its share of the scored pixels)".
+    """
+    import numpy as np
+    import pandas as pd
+
+    from cagnet.viz import ERROR_CATEGORIES, colour_word, error_categories, error_shares, unseen_label
+
+    if not isinstance(predictions, Mapping):
+        predictions = {"prediction": predictions}
+    colours = [colour_word(name) for name in class_names]
+    rows = {}
+    for method, maps in predictions.items():
+        truth = np.concatenate([np.asarray(label).reshape(-1) for label in labels]).astype(np.int64)
+        predicted = np.concatenate([np.asarray(m).reshape(-1) for m in maps]).astype(np.int64)
+        codes = error_categories(truth[None], predicted[None], num_seen, ignore_index)[0]
+        scored = codes != ERROR_CATEGORIES.index("ignored (not scored)")
+        wrong = scored & (truth != predicted)
+        shares = error_shares(codes)
+        row = {"wrong": wrong.sum() / max(scored.sum(), 1), **{name: shares[name] for name in ERROR_CATEGORIES[1:-1]}}
+        if wrong.any() and any(colours):
+            same = [colours[t] is not None and colours[t] == colours[p] for t, p in zip(truth[wrong], predicted[wrong])]
+            row["wrong pixels within one colour"] = float(np.mean(same))
+        else:
+            row["wrong pixels within one colour"] = float("nan")
+        if wrong.any():
+            pairs, counts = np.unique(np.stack([truth[wrong], predicted[wrong]]), axis=1, return_counts=True)
+            t, p = (int(v) for v in pairs[:, counts.argmax()])
+            row["most frequent confusion"] = (f"{unseen_label(class_names[t], t >= num_seen)} → "
+                                              f"{unseen_label(class_names[p], p >= num_seen)} "
+                                              f"({counts.max() / scored.sum():.1%})")
+        else:
+            row["most frequent confusion"] = "-"
+        rows[method] = row
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -75,3 +75,19 @@ def test_chapter_sets_up_a_notebook_and_shares_its_runs(tiny_train_overrides, tm
     again = chapter(runs_root=tmp_path, num_threads=0, overrides=[*tiny_train_overrides, "schedules.step1.iterations=2"])
     assert again.cagnet_run("step1") == folder and (folder / "checkpoint.pt").stat().st_mtime_ns == stamp
     assert not again.cagnet_model("step1").training
+
+
+def test_error_breakdown_reads_the_error_map_of_a_hand_built_prediction():
+    import numpy as np
+
+    from cagnet.tutorial import error_breakdown
+
+    names = ["red_dotted", "red_wavy", "blue_wavy"]            # blue_wavy unseen
+    labels = [np.array([[0, 1], [2, 255]])]
+    predicted = [np.array([[0, 0], [1, 2]])]                  # red_wavy -> red_dotted, blue_wavy -> red_wavy
+    table = error_breakdown(labels, {"CaGNet": predicted}, names, num_seen=2)
+    row = table.loc["CaGNet"]
+    assert row["wrong"] == pytest.approx(2 / 3)
+    assert row["wrong pixels within one colour"] == pytest.approx(0.5)
+    assert sum(row[name] for name in table.columns if name not in ("wrong", "wrong pixels within one colour",
+                                                                     "most frequent confusion")) == pytest.approx(2 / 3)
