@@ -21,28 +21,31 @@ def original_reference_path(variable: str = "CAGNET_ORIGINAL_REFERENCE",
     return path if path.is_dir() else None
 
 
-@pytest.fixture(scope="session")
-def original_reference_dir() -> Path:
-    path = original_reference_path()
+#: (environment variable, folder under ../shared, what it is) of each reference folder.
+REFERENCE_FOLDERS = {"v1": ("CAGNET_ORIGINAL_REFERENCE", "original_cagnet", "original CaGNet"),
+                     "v2": ("CAGNET_ORIGINAL_V2_REFERENCE", "original_cagnetv2", "original CaGNetv2")}
+
+
+def require_reference(which: str = "v1", file: str | None = None) -> Path:
+    """The reference folder ``which`` (``v1`` / ``v2``, see :data:`REFERENCE_FOLDERS`), or skip the
+    test saying what is missing (the folder, or ``file`` inside it)."""
+    variable, folder, what = REFERENCE_FOLDERS[which]
+    path = original_reference_path(variable, folder)
     if path is None:
-        pytest.skip("original CaGNet reference folder not found "
-                    "(set CAGNET_ORIGINAL_REFERENCE or place it at ../shared/original_cagnet)")
+        pytest.skip(f"{what} reference folder not found (set {variable} or place it at ../shared/{folder})")
+    if file is not None and not (path / file).is_file():
+        pytest.skip(f"{path} has no {file}")
     return path
 
 
-def original_v2_reference_path() -> Path | None:
-    """Folder with the original CaGNetv2 implementation's facts, configs and reference outputs, or
-    None: ``$CAGNET_ORIGINAL_V2_REFERENCE`` when set, else ``<repo>/../shared/original_cagnetv2``."""
-    return original_reference_path("CAGNET_ORIGINAL_V2_REFERENCE", "original_cagnetv2")
+@pytest.fixture(scope="session")
+def original_reference_dir() -> Path:
+    return require_reference("v1")
 
 
 @pytest.fixture(scope="session")
 def original_v2_reference_dir() -> Path:
-    path = original_v2_reference_path()
-    if path is None:
-        pytest.skip("original CaGNetv2 reference folder not found "
-                    "(set CAGNET_ORIGINAL_V2_REFERENCE or place it at ../shared/original_cagnetv2)")
-    return path
+    return require_reference("v2")
 
 
 # ---------------------------------------------------------------------------------------------

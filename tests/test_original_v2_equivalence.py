@@ -37,7 +37,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import original_v2_reference_path
+from conftest import require_reference
 
 from cagnet.data.blocks import fill_block_holes, tile_blocks, tile_noise
 from cagnet.losses.segmentation import patch_centre_accuracy, patch_centre_loss
@@ -57,12 +57,7 @@ REFERENCE_KEYS = ("seed", "ps3_state_dict", "ps3_feature", "ps3_cls", "ps3_gan",
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    path = original_v2_reference_path()
-    if path is None:
-        pytest.skip("original CaGNetv2 reference folder not found "
-                    "(set CAGNET_ORIGINAL_V2_REFERENCE or place it at ../shared/original_cagnetv2)")
-    if not (path / "patch_reference.pt").is_file():
-        pytest.skip(f"{path} has no patch_reference.pt")
+    path = require_reference("v2", "patch_reference.pt")
     return torch.load(path / "patch_reference.pt", map_location="cpu", weights_only=True)
 
 
