@@ -483,3 +483,119 @@ def test_discriminator_refuses_other_patch_sizes():
     from cagnet.models import Discriminator
     with pytest.raises(ConfigError, match=r"patch size must be one of 1, 3 \(got 5\)"):
         Discriminator(8, 16, 5, patch_size=5)
+
+
+# ---------------------------------------------------------------- ablations of the contextual module
+@pytest.mark.parametrize("overrides,match", [
+    ({"context_latent": "off"}, r"model.context_latent: must be one of contextual, none, zeroed, shuffled"),
+    ({"context_latent": None}, r"model.context_latent"),
+    ({"context_gates": "no"}, r"model.context_gates: must be true or false"),
+    ({"context_gates": 1}, r"model.context_gates"),
+])
+def test_bad_context_options_raise_one_line_config_errors(overrides, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        ModelConfig.from_dict(overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_default_is_the_contextual_gated_model_exactly():
+    assert ModelConfig().context_latent == "contextual" and ModelConfig().context_gates is True
+    default, explicit = tiny_model(2), tiny_model(2, context_latent="contextual", context_gates=True)
+    assert all(torch.equal(x, y) for x, y in zip(default.state_dict().values(), explicit.state_dict().values()))
+    outputs = []
+    for model in (default, explicit):
+        torch.manual_seed(7)
+        outputs.append(model.train().extract(image_batch(), multi_scale=False))
+    assert torch.equal(outputs[0].latent, outputs[1].latent) and torch.equal(outputs[0].feature, outputs[1].feature)
+
+
+@pytest.mark.parametrize("mode", ["zeroed", "shuffled"])
+def test_generator_only_ablations_keep_the_real_feature_path(mode):
+    """``zeroed`` / ``shuffled`` change what the generator gets in step 1 only: the model's own
+    forward (features, latent, KL, inference) is CaGNet's, bit for bit."""
+    base, ablated = tiny_model(1), tiny_model(1, context_latent=mode)
+    mask = torch.ones(2, 64, 72, dtype=torch.bool)
+    results = []
+    for model in (base, ablated):
+        torch.manual_seed(3)
+        train_out = model.train().extract(image_batch(), mask)
+        with torch.no_grad():
+            results.append((train_out, model.eval()(image_batch())))
+    (a, logits_a), (b, logits_b) = results
+    for name in ("feature", "latent", "mu", "logvar", "kl", "fused"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert torch.equal(logits_a, logits_b)
+
+
+def test_no_context_model_has_no_latent_code_and_the_same_backbone():
+    base, model = tiny_model(1), tiny_model(1, context_latent="none")
+    # same parameters and keys (checkpoint layouts unchanged); the unused module is frozen
+    assert list(base.state_dict()) == list(model.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(base.state_dict().values(), model.state_dict().values()))
+    assert not any(p.requires_grad for p in model.context.parameters())
+    assert all(p.requires_grad for p in model.backbone.aspp.parameters())
+    model.train()
+    out = model.extract(image_batch(), torch.ones(2, 64, 72, dtype=torch.bool), multi_scale=False)
+    assert not out.latent.any() and not out.mu.any() and not out.logvar.any()
+    assert out.kl.item() == 0.0
+    # the real feature is sigmoid(h + h * sigmoid(0)) = sigmoid(1.5 h) on the same h as CaGNet's
+    torch.testing.assert_close(out.feature, torch.sigmoid(1.5 * out.semantic))
+    assert torch.equal(out.semantic, base.train().extract(image_batch(), multi_scale=False).semantic)
+    (out.kl + model.classify(out.feature).logsumexp(1).mean()).backward()
+    assert all(p.grad is None for p in model.context.parameters())
+    assert all(p.grad is not None for p in model.backbone.aspp.parameters())
+    model.eval()
+    with torch.no_grad():
+        semantic = model.extract(image_batch(), multi_scale=False).semantic
+        torch.testing.assert_close(model(image_batch()), model.classify(torch.sigmoid(1.5 * semantic)))
+
+
+def test_ungated_contextual_module_fuses_the_branches_as_they_are():
+    gated, ungated = tiny_model(1).context, tiny_model(1, context_gates=False).context
+    assert torch.equal(gated.gates.weight, ungated.gates.weight) and not ungated.gates.weight.requires_grad
+    semantic = torch.randn(2, gated.mu.in_channels, 6, 7, generator=torch.Generator().manual_seed(0))
+    x, branches = torch.sigmoid(semantic), []
+    for branch in ungated.branches:
+        x = torch.relu(branch(x))
+        branches.append(x)
+    expected = ungated.mu(torch.relu(ungated.fuse(torch.cat(branches, dim=1))))
+    out = ungated.eval()(semantic)
+    torch.testing.assert_close(out.mu, expected)
+    assert not torch.allclose(gated.eval()(semantic).mu, out.mu)          # the gates (in [0.5, 1)) matter
+    out.mu.sum().backward()
+    assert ungated.gates.weight.grad is None and ungated.fuse.weight.grad is not None
+
+
+def test_shuffle_pixels_permutes_the_masked_codes_only():
+    from cagnet.models.contextual import generator_latent, shuffle_pixels
+
+    latent = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
+    mask = torch.zeros(2, 4, 5, dtype=torch.bool)
+    mask[0, :2] = True
+    mask[1, 3] = True
+    shuffled = shuffle_pixels(latent, mask, torch.Generator().manual_seed(0))
+    before, after = latent.permute(0, 2, 3, 1)[mask], shuffled.permute(0, 2, 3, 1)[mask]
+    assert not torch.equal(before, after)
+    # whole C-vectors move (a row permutation), across images; unmasked pixels keep theirs
+    assert sorted(map(tuple, before.tolist())) == sorted(map(tuple, after.tolist()))
+    assert torch.equal(latent.permute(0, 2, 3, 1)[~mask], shuffled.permute(0, 2, 3, 1)[~mask])
+    assert torch.equal(shuffled, shuffle_pixels(latent, mask, torch.Generator().manual_seed(0)))
+    assert generator_latent("contextual", latent, mask) is latent
+    assert not generator_latent("zeroed", latent, mask).any()
+    noise = generator_latent("none", torch.zeros(4, 8, 16, 16), mask, torch.Generator().manual_seed(0))
+    assert abs(noise.mean().item()) < 0.05 and abs(noise.std().item() - 1) < 0.05
+    with pytest.raises(ValueError, match="context latent mode"):
+        generator_latent("random", latent, mask)
+
+
+def test_ablated_models_convert_to_the_original_layout_and_back():
+    from cagnet.models import load_checkpoint, to_original_state_dict
+
+    reference_keys = list(to_original_state_dict(tiny_model(0)))
+    for overrides in ({"context_latent": "none"}, {"context_latent": "shuffled"}, {"context_gates": False}):
+        source = tiny_model(5, **overrides)
+        state = to_original_state_dict(source)
+        assert list(state) == reference_keys, overrides
+        target = tiny_model(6, **overrides)
+        load_checkpoint(target, dict(state))
+        assert all(torch.equal(x, y) for x, y in zip(source.state_dict().values(), target.state_dict().values()))

@@ -9,6 +9,7 @@ import torch
 
 from cagnet.config import LossWeights
 from cagnet.data import IGNORE_INDEX
+from cagnet.data.transforms import resize_labels
 from cagnet.models import build_cagnet
 from cagnet.train import steps
 from cagnet.train.distributed import DistContext, wrap_parts
@@ -18,14 +19,18 @@ S, U = 6, 3
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-@pytest.fixture()
-def model():
+def _build(**overrides):
     torch.manual_seed(0)
     net = build_cagnet("tiny", num_seen=S, num_unseen=U, feature_dim=16, context_width=16, embedding_dim=8,
-                       generator_widths=(32, 32), generator_dropouts=(0.1, 0.1), discriminator_width=32)
+                       generator_widths=(32, 32), generator_dropouts=(0.1, 0.1), discriminator_width=32, **overrides)
     net.set_class_embeddings(torch.nn.functional.normalize(torch.randn(S + U, 8), dim=1))
     net.train()
     return net
+
+
+@pytest.fixture()
+def model():
+    return _build()
 
 
 def _batch(seed=1, size=40):
@@ -222,3 +227,79 @@ def test_step1_with_host_labels_computes_the_same_losses(model):
     assert outputs[0].logs.keys() == outputs[1].logs.keys()
     for name in outputs[0].logs:
         assert torch.equal(outputs[0].logs[name], outputs[1].logs[name]), name
+
+
+# ------------------------------------------------------------------ ablations of the contextual latent
+class _RecordingGenerator(torch.nn.Module):
+    """The generator, keeping a copy of every condition ``[embedding ; latent]`` it gets."""
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+        self.conditions = []
+
+    def forward(self, condition):
+        self.conditions.append(condition.detach().clone())
+        return self.generator(condition)
+
+
+def _step1_of(**overrides):
+    """(model, step output, generator's latent input [N, C, h, w], labelled mask [N, h, w]) of one
+    step 1 of a freshly built model on the fixed batch and seed."""
+    net = _build(**overrides)
+    parts = wrap_parts(net, DistContext(), train_backbone=True)
+    parts.generator = recorder = _RecordingGenerator(parts.generator)
+    image, labels = _batch()
+    torch.manual_seed(5)
+    out = steps.step1(parts, image, labels, LossWeights(lambda_D_cls_fake=0.25, lambda_G_cls=0.5))
+    out.total.backward()
+    latent = recorder.conditions[0][:, net.config.embedding_dim:]
+    mask = resize_labels(labels, latent.shape[-2:]) != IGNORE_INDEX
+    return net, out, latent, mask
+
+
+def _grads_of(net, part):
+    return [p.grad for p in getattr(net, part).parameters()]
+
+
+def test_default_step1_is_the_contextual_one_bit_for_bit():
+    default, explicit = _step1_of(), _step1_of(context_latent="contextual")
+    assert default[1].logs.keys() == explicit[1].logs.keys()
+    for name in default[1].logs:
+        assert torch.equal(default[1].logs[name], explicit[1].logs[name]), name
+    assert torch.equal(default[2], explicit[2])
+    for a, b in zip(default[0].parameters(), explicit[0].parameters()):
+        assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("mode", ["zeroed", "shuffled"])
+def test_latent_ablations_change_only_what_the_generator_gets(mode):
+    # no classifier dropout: the permutation's draw would shift the classifier's dropout masks
+    base_net, base, base_latent, mask = _step1_of(discriminator_dropout=0.0)
+    net, out, latent, _ = _step1_of(context_latent=mode, discriminator_dropout=0.0)
+    # the real-feature path, its KL and the backbone's gradients are CaGNet's
+    for name in ("cls_real", "kl", "loss_B", "acc_real"):
+        assert torch.equal(out.logs[name], base.logs[name]), name
+    for part in ("backbone", "context"):
+        for a, b in zip(_grads_of(net, part), _grads_of(base_net, part)):
+            assert (a is None and b is None) or torch.equal(a, b), part
+    assert not torch.equal(out.logs["mmd"], base.logs["mmd"])
+    pixels, base_pixels = latent.permute(0, 2, 3, 1), base_latent.permute(0, 2, 3, 1)
+    if mode == "zeroed":
+        assert not latent.any() and base_latent.any()
+    else:
+        # the same codes (same draw of the reparameterisation), moved between labelled pixels
+        moved, kept = pixels[mask], base_pixels[mask]
+        assert not torch.equal(moved, kept)
+        assert sorted(map(tuple, moved.tolist())) == sorted(map(tuple, kept.tolist()))
+        assert torch.equal(pixels[~mask], base_pixels[~mask])
+
+
+def test_step1_without_the_contextual_code_feeds_noise_and_has_no_kl():
+    net, out, latent, _ = _step1_of(context_latent="none")
+    assert out.logs["kl"].item() == 0.0
+    # N(0, I) per pixel, as in step 2 (2 x 16 x 5 x 5 draws)
+    assert abs(latent.mean().item()) < 0.15 and abs(latent.std().item() - 1) < 0.15
+    assert all(g is None for g in _grads_of(net, "context"))
+    assert all(g is not None and g.any() for g in _grads_of(net.backbone, "aspp"))   # the backbone still learns
+    assert math.isfinite(out.total.item())

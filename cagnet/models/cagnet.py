@@ -30,6 +30,13 @@ API for training and inference code:
 * ``forward(image)`` -> class logits on the feature grid (full-scale pass only, latent = mu in
   eval), as the original predicts at test time.
 
+Ablations of the contextual module (:attr:`ModelConfig.context_latent`,
+:attr:`ModelConfig.context_gates`): without the latent (``none``) the contextual module does not
+run, the real feature is ``sigmoid(h + h * sigmoid(0))`` and the generator gets N(0, I) noise in
+step 1 as in step 2; ``zeroed`` / ``shuffled`` change only what the generator gets in step 1
+(:func:`cagnet.models.contextual.generator_latent`); ``context_gates: false`` fuses the dilated
+branches without gates.
+
 Configurations are :class:`ModelConfig` dataclasses; :func:`build_cagnet` builds a model from a
 preset name (``original``, ``small_reference``, ``tiny``, ...) or a config.
 """
@@ -47,7 +54,7 @@ from cagnet.errors import ConfigError
 from cagnet.models.backbone import (ASPP_DILATIONS, BACKBONE_PRESETS, DEFAULT_SCALES, DeepLabV2,
                                     FrozenBatchNorm2d, max_fuse, resize_to_scale)
 from cagnet.losses import kl_divergence
-from cagnet.models.contextual import (CONTEXT_DILATIONS, ContextualLatent, ContextualModule,
+from cagnet.models.contextual import (CONTEXT_DILATIONS, CONTEXT_LATENTS, ContextualLatent, ContextualModule,
                                       real_feature, resize_mask)
 from cagnet.models.discriminator import PATCH_SIZES, Discriminator
 from cagnet.models.generator import GENERATOR_DROPOUTS, GENERATOR_WIDTHS, FeatureGenerator
@@ -85,6 +92,22 @@ class ModelConfig:
     ``patch_size``: 1 = CaGNet's pixel-wise classifier; 3 = CaGNetv2's patch classifier (a 3x3
     conv between the discriminator's shared layer and its class head, see
     :mod:`cagnet.models.discriminator`), used wherever the classifier is.
+
+    ``context_latent`` (ablations of the contextual latent code; :data:`CONTEXT_LATENTS`):
+    ``contextual`` is CaGNet. ``none`` is CaGNet without the contextual module's latent code,
+    as the paper's ablation replaces the code by random noise: the module does not run (its
+    parameters stay in the state dict, frozen at their initial values), mu = logvar = latent = 0,
+    so there is no KL term, the real feature is ``sigmoid(h + h * sigmoid(0)) = sigmoid(1.5 h)``
+    -- the same function of h that CaGNet computes at the prior's mean code, so the backbone,
+    ASPP and classifier see features of the same scale -- and the generator gets ``[embedding ;
+    N(0, I) noise per pixel]`` in step 1 as in step 2. ``zeroed``: the generator gets a zero code
+    in step 1; ``shuffled``: it gets the contextual code permuted across the labelled pixels of
+    the batch (same distribution, no link to the pixel's context); in both the real-feature
+    path, the KL term and inference are CaGNet's. Step 2 always feeds N(0, I) noise.
+    ``context_gates``: true = the contextual module's gated branch fusion (the context
+    selector); false = every gate fixed at 1 (the paper's ablation of the selector). Both are
+    model fields rather than step-1 loss options: ``none`` and the gates change the model's own
+    forward, inference included, and one key names all four latent variants.
     """
 
     backbone: str = "deeplabv2_resnet101"
@@ -102,6 +125,8 @@ class ModelConfig:
     discriminator_width: int = 1024
     discriminator_dropout: float = 0.5
     patch_size: int = 1
+    context_latent: str = "contextual"
+    context_gates: bool = True
     num_seen: int = 15
     num_unseen: int = 5
     seen_table_rows: int = 256
@@ -133,8 +158,11 @@ class ModelConfig:
         def is_number(v: Any) -> bool:
             return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
-        if not isinstance(self.freeze_bn, bool):
-            fail("freeze_bn", "must be true or false")
+        for name in ("freeze_bn", "context_gates"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "must be true or false")
+        if self.context_latent not in CONTEXT_LATENTS:
+            fail("context_latent", f"must be one of {', '.join(CONTEXT_LATENTS)}")
         if self.semantic_norm not in SEMANTIC_NORMS:
             fail("semantic_norm", f"must be one of {', '.join(SEMANTIC_NORMS)}")
         for name in ("backbone_blocks", "aspp_dilations", "context_dilations", "generator_widths"):
@@ -291,7 +319,11 @@ class CaGNet(nn.Module):
                                            cfg.discriminator_dropout, cfg.patch_size)
         self.backbone = DeepLabV2(cfg.backbone_blocks, cfg.base_width, cfg.feature_dim, cfg.aspp_dilations,
                                   cfg.freeze_bn)
-        self.context = ContextualModule(cfg.feature_dim, cfg.context_width, cfg.context_dilations)
+        self.context = ContextualModule(cfg.feature_dim, cfg.context_width, cfg.context_dilations,
+                                        gated=cfg.context_gates)
+        if cfg.context_latent == "none":
+            # unused without the latent code: frozen, so that no optimiser or DDP expects a gradient
+            self.context.requires_grad_(False)
         if cfg.semantic_norm == "batch":
             self.semantic_norm = (FrozenBatchNorm2d(cfg.feature_dim) if cfg.freeze_bn
                                   else nn.BatchNorm2d(cfg.feature_dim))
@@ -345,8 +377,15 @@ class CaGNet(nn.Module):
 
     # ----------------------------------------------------------------- forward API
     def _single_scale(self, image: torch.Tensor) -> tuple[torch.Tensor, ContextualLatent]:
-        """One backbone + contextual pass: (semantic feature h, latent/mu/logvar)."""
+        """One backbone + contextual pass: (semantic feature h, latent/mu/logvar).
+
+        With ``context_latent: none`` the contextual module does not run: latent = mu = logvar
+        = 0 (KL 0, real feature ``sigmoid(1.5 h)``).
+        """
         semantic = self.semantic_norm(self.backbone(image))
+        if self.config.context_latent == "none":
+            zero = torch.zeros_like(semantic)
+            return semantic, ContextualLatent(latent=zero, mu=zero, logvar=zero)
         ctx = self.context(semantic)
         return semantic, ctx
 
@@ -365,7 +404,10 @@ class CaGNet(nn.Module):
         feature = real_feature(semantic, ctx.latent)
         if labelled_mask is not None and labelled_mask.shape[-2:] != ctx.mu.shape[-2:]:
             labelled_mask = resize_mask(labelled_mask, ctx.mu.shape[-2:])
-        kl = kl_divergence(ctx.mu, ctx.logvar, labelled_mask)
+        if self.config.context_latent == "none":   # no latent code, no KL term
+            kl = torch.zeros((), device=semantic.device)
+        else:
+            kl = kl_divergence(ctx.mu, ctx.logvar, labelled_mask)
         scale_features = [feature]
         if multi_scale:
             for scale in self.config.scales[1:]:

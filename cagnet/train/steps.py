@@ -13,6 +13,12 @@
     generator        loss_G = lambda_G_GAN * GAN(D'(fake) -> 1)
                             + lambda_G_Content * MMD(fake, real.detach()) + lambda_G_cls * cls(D'(fake))
 
+The generator's latent input ``z`` is the contextual code itself in CaGNet
+(``model.context_latent: contextual``); the ablations ``zeroed``, ``shuffled`` (permuted across
+the labelled pixels of the batch) and ``none`` (N(0, I) noise; the model then has no
+contextual code and no KL term) replace it here
+(:func:`cagnet.models.contextual.generator_latent`).
+
 GAN, MMD and the fake-feature terms use the full-scale (1.0) pass and average over its
 labelled pixels. ``D'`` is the discriminator with detached weights
 (``torch.func.functional_call``): the backbone's and generator's terms send gradients to
@@ -72,6 +78,7 @@ from cagnet.errors import ConfigError
 from cagnet.evaluate import predict_logits
 from cagnet.losses import classification_loss, discriminator_gan_loss, generator_gan_loss, mmd_loss
 from cagnet.losses.segmentation import patch_centre_accuracy, patch_centre_loss, patch_centres
+from cagnet.models.contextual import generator_latent
 from cagnet.runtime import autocast_context
 from cagnet.train.distributed import TrainedParts
 from cagnet.train.self_training import self_training_labels
@@ -256,8 +263,8 @@ def step1(parts: TrainedParts, image: torch.Tensor, labels: torch.Tensor, weight
         full_labels = per_grid[0]
         full_mask = full_labels != IGNORE_INDEX
 
-        condition = model.generator_input(generator_embeddings(model, full_labels, unseen_embedding),
-                                          context.latent.detach())
+        latent = generator_latent(model.config.context_latent, context.latent.detach(), full_mask)
+        condition = model.generator_input(generator_embeddings(model, full_labels, unseen_embedding), latent)
         fake = parts.generator(condition)
 
         # discriminator terms: detached inputs, gradients to the discriminator only
