@@ -300,12 +300,22 @@ def to_original_state_dict(model: nn.Module) -> "OrderedDict[str, torch.Tensor]"
     """The model's state dict with the original's key names (same tensors, not copies).
 
     For the original configurations its keys, shapes and dtypes are those of the manifests. A
-    model with parts the original does not have (``semantic_norm: batch``) is a CheckpointError.
+    model with parts the original does not have (``semantic_norm: batch``), or that the original
+    would run differently (``context_latent: none``, ``context_gates: false``: the same keys, another
+    forward pass), is a CheckpointError.
     """
     extra = sorted({k.split(".")[0] for k in model.state_dict() if k.startswith("semantic_norm.")})
     if extra:
         raise CheckpointError(f"the model's {', '.join(extra)} (model.semantic_norm: batch) has no counterpart in "
                               "the original layout; save it with torch.save(model.state_dict(), path) instead")
+    config = getattr(model, "config", None)
+    for key, original in (("context_latent", "contextual"), ("context_gates", True)):
+        value = getattr(config, key, original)
+        if key == "context_latent" and value in ("zeroed", "shuffled"):
+            continue   # a training-time ablation: the trained model runs as CaGNet does
+        if value != original:
+            raise CheckpointError(f"model.{key}: {value!r} runs differently in the original code (which has "
+                                  f"{original!r}); save it with torch.save(model.state_dict(), path) instead")
     n = _generator_layers(model)
     return OrderedDict((project_to_original_key(k, n), v) for k, v in model.state_dict().items())
 
