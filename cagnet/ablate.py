@@ -9,22 +9,26 @@ for the reported tables only) and writes ``ablation.json`` and ``ablation.md``::
 A variant (:class:`Variant`) is a method and a list of ``key=value`` overrides of the base
 configuration. CaGNet variants also report what tells whether the idea is working
 (:func:`cagnet.diagnostics.context_diagnostics`): the KL term, the spread of the latent mean
-and how much of it the pixel's class explains, the share of saturated real-feature values, and
-the classifier's accuracy on generated vs real features of the unseen classes.
+against the noise sigma of the sampled code, that spread and how much of it the pixel's class
+explains, the share of saturated real-feature values, and the classifier's accuracy on generated
+vs real features of the unseen classes.
 
 :data:`VARIANTS` is the standard set: the packaged ``tutorial`` recipe, and rows that each change
 one thing of a reference recipe (the tutorial's with a narrower generator): the pretrained start
 against random weights, SGD at the original rates against Adam, the
 normalisation of h before the contextual sigmoid, the KL weight, the step-1/step-2 blocks of the
 finetuning, the original's finetuning rates and step-2 weight, the unseen share of the step-2
-labels, generator width and dropout, the recipe before the ablation, self-training's top_p, and
+labels, generator width and dropout, the recipe before the ablation, the contextual module (no
+latent code, a zeroed or shuffled code for the generator, no gates; one change of the tutorial
+recipe each), self-training's top_p, and
 the baselines' own knobs with the same care (learning rates; ZS3Net's unseen share; top_p). Run
 folders are shared between variants whose runs have the same recipe (:mod:`cagnet.methods`), so
 a variant that only changes ``mixed`` reuses the base's step-1 run.
 
-Choosing from the table: the validation scores of SPNet-c are those of the penalty chosen on the
-same validation split (optimistic by construction); every other row is trained without looking
-at validation labels and only *selected* with them.
+Choosing from the table: the validation scores of the calibrated rows (SPNet-c, ZS3Net-c,
+ZS3Net+ST-c, CaGNet-c, CaGNet+ST-c: the tutorial recipe's models with a seen penalty) are those of
+the penalty chosen on the same validation split (optimistic by construction); every other row is
+trained without looking at validation labels and only *selected* with them.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ MARKDOWN_NAME = "ablation.md"
 SCORE_COLUMNS: dict[str, str] = {"seen_miou": "S-mIoU", "unseen_miou": "U-mIoU", "hiou": "hIoU"}
 DIAGNOSTIC_COLUMNS: dict[str, tuple[str, bool]] = {
     "kl": ("KL", False),
+    "latent_mean_std_over_sigma": ("std(mu)/sigma", False),
     "latent_mean_std": ("std(mu)", False),
     "latent_class_share": ("class share of mu", True),
     "saturated_fraction": ("saturated", True),
@@ -84,7 +89,8 @@ _REFERENCE = ("model.generator_widths=[128,120,108,98,90]",)
 
 #: The standard variants. ``CaGNet`` / ``CaGNet+ST`` are the packaged ``tutorial`` recipe; every
 #: other CaGNet row is one change of the reference (``CaGNet reference``) but the ``CaGNet tutorial
-#: ...`` rows, which change the tutorial recipe itself; the baselines' rows are
+#: ...`` rows and the contextual module's rows (``CaGNet no context`` .. ``CaGNet no gates``), which
+#: change the tutorial recipe itself; the baselines' rows are
 #: one change of the tutorial recipe (the generator does not concern them). The tutorial's values
 #: were chosen from this table on the validation split; ``tutorial.yaml`` names the rows.
 VARIANTS: tuple[Variant, ...] = (
@@ -130,9 +136,21 @@ VARIANTS: tuple[Variant, ...] = (
             (*_REFERENCE, "model.semantic_norm=none", *_all_schedules("losses.lambda_B_KLD", 100),
              *_finetuning("interval_step1", 10), *_finetuning("interval_step2", 10)),
             "h raw, KL 100, 10/10 blocks: the recipe before this ablation"),
+    Variant("CaGNet no context", "CaGNet", ("model.context_latent=none",),
+            "no contextual latent code (the paper's ablation): the generator gets N(0, I) noise in step 1 as in "
+            "step 2, no KL term, real feature sigmoid(h + h * sigmoid(0))"),
+    Variant("CaGNet latent zeroed", "CaGNet", ("model.context_latent=zeroed",),
+            "the generator gets a zero code in step 1 (real features, KL and step 2 unchanged)"),
+    Variant("CaGNet latent shuffled", "CaGNet", ("model.context_latent=shuffled",),
+            "the generator gets the contextual codes permuted across the batch's labelled pixels in step 1: "
+            "same distribution, no link to the pixel's context"),
+    Variant("CaGNet no gates", "CaGNet", ("model.context_gates=false",),
+            "no context selector: the dilated branches fused without gates (every gate 1)"),
+    Variant("CaGNet-c", "CaGNet-c", (), "penalty chosen on this validation split (optimistic here)"),
     Variant("CaGNet+ST", "CaGNet+ST", (), "the tutorial recipe with self-training (top_p 8)"),
     Variant("CaGNet+ST reference", "CaGNet+ST", _REFERENCE, "the reference with self-training"),
     Variant("CaGNet+ST top_p 2", "CaGNet+ST", (*_REFERENCE, "schedules.st.top_p=2"), "top_p 2 instead of 8"),
+    Variant("CaGNet+ST-c", "CaGNet+ST-c", (), "penalty chosen on this validation split (optimistic here)"),
     Variant("SPNet", "SPNet", (), "the tutorial recipe"),
     Variant("SPNet lr x3", "SPNet", ("schedules.step1.backbone_lr=0.003",), "backbone learning rate 3e-3"),
     Variant("SPNet lr /3", "SPNet", ("schedules.step1.backbone_lr=0.00033",), "backbone learning rate 3.3e-4"),
@@ -144,9 +162,11 @@ VARIANTS: tuple[Variant, ...] = (
             "generated unseen features per class in the classifier phase: rate 3 (base 9)"),
     Variant("ZS3Net unseen 30", "ZS3Net", ("schedules.mixed.gen_unseen_rate=30",), "rate 30"),
     Variant("ZS3Net own", "ZS3Net", _ZS3NET_OWN, "lr 3.3e-4 and rate 30: its best knobs together"),
+    Variant("ZS3Net-c", "ZS3Net-c", (), "penalty chosen on this validation split (optimistic here)"),
     Variant("ZS3Net+ST", "ZS3Net+ST", (), "the tutorial recipe (top_p 8)"),
     Variant("ZS3Net+ST top_p 2", "ZS3Net+ST", ("schedules.st.top_p=2",), "top_p 2"),
     Variant("ZS3Net+ST own", "ZS3Net+ST", _ZS3NET_OWN, "from ZS3Net own"),
+    Variant("ZS3Net+ST-c", "ZS3Net+ST-c", (), "penalty chosen on this validation split (optimistic here)"),
 )
 
 
@@ -191,17 +211,22 @@ def _cell(entry: Mapping[str, Any] | None, percent: bool, show_std: bool) -> str
 
 def format_ablation_markdown(table: Mapping[str, Any], rows: Iterable[str] | None = None) -> str:
     """The ablation table as Markdown: one row per variant (``rows``: only these, in the table's
-    order), scores in % (mean ± std over seeds), diagnostics as means (CaGNet rows only)."""
+    order), scores in % (mean ± std over seeds), diagnostics as means (CaGNet rows only). A
+    diagnostic that no row of the table holds (a table written before that column existed) is
+    left out."""
     show_std = len(table.get("seeds", [])) > 1
-    titles = ["Variant", "What changes", *SCORE_COLUMNS.values(), *(t for t, _ in DIAGNOSTIC_COLUMNS.values())]
+    variants = table.get("variants", {})
+    diagnostics = {key: column for key, column in DIAGNOSTIC_COLUMNS.items()
+                   if any(key in row for row in variants.values())}
+    titles = ["Variant", "What changes", *SCORE_COLUMNS.values(), *(t for t, _ in diagnostics.values())]
     lines = ["| " + " | ".join(titles) + " |", "|---|---|" + "---|" * (len(titles) - 2)]
     wanted = None if rows is None else set(rows)
-    for name, row in table.get("variants", {}).items():
+    for name, row in variants.items():
         if wanted is not None and name not in wanted:
             continue
         cells = [name, row.get("note", "")]
         cells += [_cell(row.get(key), True, show_std) for key in SCORE_COLUMNS]
-        cells += [_cell(row.get(key), percent, False) for key, (_, percent) in DIAGNOSTIC_COLUMNS.items()]
+        cells += [_cell(row.get(key), percent, False) for key, (_, percent) in diagnostics.items()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -214,7 +239,8 @@ def _markdown_document(table: Mapping[str, Any]) -> str:
         f"Validation split ({table.get('num_images')} images, `original` protocol); {len(seeds)} seed(s): "
         f"{', '.join(map(str, seeds))}. Scores in %"
         + (", mean ± sample std over seeds" if len(seeds) > 1 else "")
-        + "; diagnostics (CaGNet rows) are means over seeds: KL term, std of the latent mean, share of its "
+        + "; diagnostics (CaGNet rows) are means over seeds: KL term, std of the latent mean over the pixels "
+          "divided by the mean sigma of the sampled code, std of the latent mean, share of its "
           "variance explained by the class, share of saturated real-feature values, classifier accuracy on "
           "generated and on real unseen-class features.",
         "",

@@ -1,24 +1,34 @@
 """The comparison of the CaGNet paper on a config's data: SPNet, SPNet-c, ZS3Net, ZS3Net+ST,
-CaGNet and CaGNet+ST, over several seeds, as a table of mean and standard deviation.
+CaGNet and CaGNet+ST (and, when selected, the patch-wise CaGNetv2 and CaGNetv2+ST), over
+several seeds, as tables of mean and standard deviation.
 
 :func:`run_benchmark` trains and scores every method once per seed and writes
 ``<out_dir>/table.json`` (:func:`load_table` reads it) and ``<out_dir>/table.md``
 (:func:`format_table_markdown`)::
 
     python -m cagnet benchmark --config tutorial --seeds 3
+    python -m cagnet benchmark --config tutorial --methods CaGNetv2 CaGNetv2+ST
+
+Two tables: the **paper's format** (the requested methods, the paper's rows in the paper's
+order, :data:`PAPER_ORDER`: only SPNet is calibrated there, as in the paper) and the
+**calibrated** one: every requested method's model with a seen penalty chosen on the
+validation split (held-out training images on a dataset without one), the rows
+``<method>-c`` with their penalty. They come from the same trained models (no retraining;
+each calibrated row costs one forward pass over the calibration images and one over the
+test split). A third table says where the seen / unseen boundary costs every row's scores.
 
 Every method is trained and scored by :class:`cagnet.methods.MethodRuns` (see its module
 for the protocol: the same initial weights, the same data and iteration budgets, run folders
-reused by recipe, SPNet-c's calibration on the validation split when the dataset has one),
-here on the **test** split, once per seed. The protocol is also stored under ``"protocol"``
-in ``table.json``.
+reused by recipe, the calibration, CaGNetv2's patch-wise config), here on the **test** split,
+once per seed. The protocol is also stored under ``"protocol"`` in ``table.json``.
 
 Standard deviations are over seeds (sample standard deviation, ``n - 1``); with one seed
 the table shows means only.
 
 The paper's tables are data too (:data:`PAPER_RESULTS`, :func:`paper_table`), and the scores
 of one run of each method become a table of the same structure with :func:`table_from_scores`,
-so that both print with :func:`format_table_markdown`.
+so that both print with :func:`format_table_markdown`; the authors' CaGNetv2 results
+(:data:`PAPER_V2_RESULTS`, hIoU / mIoU / S-mIoU / U-mIoU only) are rows of the same tables.
 """
 from __future__ import annotations
 
@@ -29,15 +39,20 @@ from typing import Any, Mapping, Sequence
 
 from cagnet.config import TrainConfig
 from cagnet.errors import ConfigError
-from cagnet.methods import METHODS, Task, check_methods, run_seeds
-from cagnet.results import (BOUNDARY_COLUMNS, TABLE_COLUMNS, json_safe, load_result_file, mean_std, table_record,
-                            write_result_files)
+from cagnet.methods import (CALIBRATED_SUFFIX, DEFAULT_METHODS, METHODS, PATCHWISE_METHODS, Task, calibrated_method,
+                            check_methods, run_seeds, trained_method)
+from cagnet.results import (BOUNDARY_COLUMNS, CALIBRATED_COLUMNS, TABLE_COLUMNS, json_safe, load_result_file, mean_std,
+                            table_record, write_result_files)
 
-__all__ = ["METHODS", "PAPER_ORDER", "PAPER_RESULTS", "TABLE_COLUMNS", "aggregate", "check_methods",
-           "format_table_markdown", "load_table", "paper_table", "run_benchmark", "table_from_scores", "write_table"]
+__all__ = ["DEFAULT_METHODS", "METHODS", "PAPER_ORDER", "PAPER_RESULTS", "PAPER_V2_RESULTS", "TABLE_COLUMNS",
+           "aggregate", "benchmark_rows", "check_methods", "format_table_markdown", "load_table", "paper_table",
+           "run_benchmark", "table_from_scores", "write_table"]
 
 #: Row order of the paper's table.
 PAPER_ORDER: tuple[str, ...] = ("SPNet", "SPNet-c", "ZS3Net", "CaGNet", "ZS3Net+ST", "CaGNet+ST")
+#: Row order of every table: the paper's, then CaGNetv2's rows; a calibrated row follows its
+#: method's (:func:`_row_key`).
+_ROW_ORDER: tuple[str, ...] = ("SPNet", "ZS3Net", "CaGNet", "ZS3Net+ST", "CaGNet+ST", *PATCHWISE_METHODS)
 TABLE_NAME = "table.json"
 MARKDOWN_NAME = "table.md"
 
@@ -77,6 +92,20 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
     dataset: {method: dict(zip(_PAPER_COLUMNS, values)) for method, values in rows.items()}
     for dataset, rows in _PAPER_ROWS.items()}
 
+#: The columns the CaGNetv2 authors report (hIoU, mIoU, S-mIoU, U-mIoU; no pixel accuracies).
+_PAPER_V2_COLUMNS: tuple[str, ...] = ("hiou", "miou", "seen_miou", "unseen_miou")
+_PAPER_V2_ROWS: dict[str, dict[str, tuple[float, ...]]] = {
+    "voc12": {"CaGNetv2": (0.4326, 0.6623, 0.7814, 0.2990), "CaGNetv2+ST": (0.4528, 0.6657, 0.7813, 0.3188)},
+    "context": {"CaGNetv2": (0.2135, 0.3243, 0.3718, 0.1498), "CaGNetv2+ST": (0.2478, 0.3364, 0.3482, 0.1923)},
+    "cocostuff": {"CaGNetv2": (0.1984, 0.3327, 0.3468, 0.1389), "CaGNetv2+ST": (0.2269, 0.3456, 0.3617, 0.1654)},
+}
+#: The CaGNetv2 results its authors report (patch-wise, "From Pixel to Patch"), as recorded in the
+#: original CaGNetv2 reference: dataset -> method -> score (fractions; only
+#: :data:`_PAPER_V2_COLUMNS`, the other columns of :data:`TABLE_COLUMNS` are not reported).
+PAPER_V2_RESULTS: dict[str, dict[str, dict[str, float]]] = {
+    dataset: {method: dict(zip(_PAPER_V2_COLUMNS, values)) for method, values in rows.items()}
+    for dataset, rows in _PAPER_V2_ROWS.items()}
+
 
 def aggregate(per_seed: Mapping[str, Mapping[str, Mapping[str, Any]]], methods: Sequence[str],
               columns: Mapping[str, str] = TABLE_COLUMNS) -> dict[str, dict[str, dict[str, float | None]]]:
@@ -109,36 +138,58 @@ def table_from_scores(scores: Mapping[str, Mapping[str, Any]], seed: int | None 
 
 def paper_table(dataset: str) -> dict[str, Any]:
     """The paper's table for ``dataset`` (a key of :data:`PAPER_RESULTS`: ``voc12``,
-    ``context``, ``cocostuff``) in the structure of :func:`table_from_scores`, plus
-    ``config`` (the dataset)."""
+    ``context``, ``cocostuff``) with the authors' CaGNetv2 rows (:data:`PAPER_V2_RESULTS`; the
+    scores they do not report are None, "n/a" in Markdown), in the structure of
+    :func:`table_from_scores`, plus ``config`` (the dataset)."""
     if dataset not in PAPER_RESULTS:
         raise ConfigError(f"no paper results for dataset {dataset!r} (known: {', '.join(PAPER_RESULTS)})")
-    return {**table_from_scores(PAPER_RESULTS[dataset]), "config": dataset}
+    rows = {**PAPER_RESULTS[dataset], **PAPER_V2_RESULTS.get(dataset, {})}
+    per_seed = {"run": {method: {key: scores.get(key) for key in TABLE_COLUMNS} for method, scores in rows.items()}}
+    return {"methods": aggregate(per_seed, list(rows)), "seeds": [], "per_seed": per_seed, "config": dataset}
 
 
-def _cell(entry: Mapping[str, Any] | None, show_std: bool) -> str:
+#: Columns shown as they are (logit units), not in %.
+_PLAIN_COLUMNS = frozenset({"seen_penalty"})
+
+
+def _cell(entry: Mapping[str, Any] | None, show_std: bool, percent: bool = True) -> str:
     if not entry or entry.get("mean") is None:
         return "n/a"
+    if not percent:   # logit units, whose scale differs between methods: 3 significant digits
+        text = f"{entry['mean']:#.3g}"
+        return text + (f" ± {entry['std']:#.3g}" if show_std and entry.get("std") is not None else "")
     text = f"{100.0 * entry['mean']:.2f}"
     if show_std and entry.get("std") is not None:
         text += f" ± {100.0 * entry['std']:.2f}"
     return text
 
 
+def _row_key(name: str) -> tuple[int, int]:
+    """Sort key of a table row: the paper's order (:data:`PAPER_ORDER`), then CaGNetv2's rows,
+    each method followed by its calibrated row; other names last, in their order."""
+    method = trained_method(name)
+    if method not in _ROW_ORDER:
+        return len(_ROW_ORDER), 0
+    return _ROW_ORDER.index(method), int(name.endswith(CALIBRATED_SUFFIX))
+
+
 def format_table_markdown(table: Mapping[str, Any], part: str = "methods") -> str:
     """The table of a benchmark result (or ``table.json``) as Markdown, in the paper's format:
     rows in the paper's order, columns ``Method | pixel acc | mean acc | mIoU | S-mIoU |
     U-mIoU | hIoU``, values in % as ``mean ± std`` over seeds (mean only with one seed).
-    ``part="boundary"``: the same rows with the columns of :data:`BOUNDARY_COLUMNS` (where the
+    ``part="calibrated"``: the calibrated rows (``<method>-c``) with the same columns and the
+    seen penalty (logit units; :data:`~cagnet.results.CALIBRATED_COLUMNS`);
+    ``part="boundary"``: every row with the columns of :data:`BOUNDARY_COLUMNS` (where the
     seen / unseen boundary costs the scores)."""
-    columns = {"methods": TABLE_COLUMNS, "boundary": BOUNDARY_COLUMNS}[part]
+    if part not in ("methods", "calibrated", "boundary"):
+        raise ConfigError(f"table part must be methods, calibrated or boundary, got {part!r}")
+    columns = {"methods": TABLE_COLUMNS, "calibrated": CALIBRATED_COLUMNS, "boundary": BOUNDARY_COLUMNS}[part]
     methods = table.get(part, {})
     show_std = len(table.get("seeds", [])) > 1
     rows = ["| Method | " + " | ".join(columns.values()) + " |",
             "|---|" + "---|" * len(columns)]
-    order = [m for m in PAPER_ORDER if m in methods] + [m for m in methods if m not in PAPER_ORDER]
-    for method in order:
-        cells = [_cell(methods[method].get(key), show_std) for key in columns]
+    for method in sorted(methods, key=_row_key):
+        cells = [_cell(methods[method].get(key), show_std, key not in _PLAIN_COLUMNS) for key in columns]
         rows.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -156,7 +207,18 @@ def _markdown_document(table: Mapping[str, Any]) -> str:
              format_table_markdown(table),
              ""]
     if protocol.get("calibration"):
-        lines += [f"SPNet-c: {protocol['calibration']}", ""]
+        lines += [f"Calibration (SPNet-c, and every row of the calibrated table): {protocol['calibration']}", ""]
+    if table.get("calibrated"):
+        lines += ["Every method calibrated: the same trained models, each with a seen penalty (logit units, "
+                  "subtracted from the seen-class logits; negative = seen classes boosted) chosen as SPNet-c's.",
+                  "",
+                  format_table_markdown(table, "calibrated"),
+                  ""]
+        at_edge = sorted({f"{name} (seed {seed})" for seed, records in table.get("per_seed", {}).items()
+                          for name, record in records.items() if record.get("best_at_edge")})
+        if at_edge:
+            lines += ["Penalty at an end of the grid that still changed predictions (a wider grid might choose "
+                      "another): " + ", ".join(at_edge) + ".", ""]
     if table.get("boundary"):
         lines += ["Where the seen / unseen boundary costs the scores: the S-mIoU of the same predictions "
                   "with the unseen classes' pixels left out (no false positives from them in seen classes), "
@@ -181,20 +243,23 @@ def _protocol(config: TrainConfig, facts: Mapping[str, Any], num_test_images: in
     from cagnet.train.baselines import baseline_budget
 
     held_out = facts["held_out"]
+    grid = "from quantiles of the seen-unseen logit gap on both sides of 0"
     if facts["calibration"] == "validation":
-        calibration = ("penalty on the seen-class logits with the best hIoU on the validation split; SPNet "
-                       "trains on every training image. Oracle (test-optimal) penalties are in per_seed for "
+        calibration = (f"penalty on the seen-class logits ({grid}) with the best hIoU on the validation split; "
+                       "SPNet trains on every training image. Oracle (test-optimal) penalties are in per_seed for "
                        "reference.")
     else:
-        calibration = (f"penalty on the seen-class logits chosen on the last {held_out} training images "
-                       "(kept out of SPNet's training): best harmonic mean of seen-pixel accuracy and the "
-                       "share of ignored (unseen) pixels predicted as an unseen class; no unseen-class "
-                       "label used. Oracle (test-optimal) penalties are in per_seed for reference.")
+        calibration = (f"penalty on the seen-class logits ({grid}) chosen on the last {held_out} training images "
+                       "(kept out of SPNet's training; the other methods' -c rows use the same images, which they "
+                       "trained on): best harmonic mean of seen-pixel accuracy and the share of ignored (unseen) "
+                       "pixels predicted as an unseen class; no unseen-class label used. Oracle (test-optimal) "
+                       "penalties are in per_seed for reference.")
     return {
         "evaluation": "original", "split": "test", "test_size": config.data.test_size,
         "num_test_images": num_test_images,
         "initial_weights": config.schedule("step1").init_model,
-        "cagnet": "engine schedules step1 -> mixed (CaGNet) -> st -> st_mixed (CaGNet+ST)",
+        "cagnet": "engine schedules step1 -> mixed (CaGNet) -> st -> st_mixed (CaGNet+ST); CaGNetv2 the same on "
+                  "the patch-wise config (cagnet.methods.patchwise_config)",
         "cagnet_iterations": {name: config.schedule(name).iterations for name in ("step1", "mixed", "st", "st_mixed")},
         "baseline_iterations": dataclasses.asdict(baseline_budget(config)),
         "held_out_images": held_out,
@@ -203,9 +268,17 @@ def _protocol(config: TrainConfig, facts: Mapping[str, Any], num_test_images: in
     }
 
 
+def benchmark_rows(methods: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(rows of the paper-format table, rows of the calibrated table) for the requested
+    ``methods`` (:func:`cagnet.methods.check_methods`): the methods themselves, and the
+    calibrated row of each (``CaGNet`` and ``CaGNet-c`` -> ``CaGNet-c``), both in training order."""
+    paper = check_methods(methods)
+    return paper, check_methods([calibrated_method(m) for m in paper])
+
+
 def run_benchmark(config: TrainConfig, seeds: Sequence[int] = (0, 1, 2), out_dir: str | Path | None = None,
-                  methods: Sequence[str] = METHODS, progress: bool = True, *,
-                  held_out: int | None = None, jobs: int = 1) -> dict[str, Any]:
+                  methods: Sequence[str] = DEFAULT_METHODS, progress: bool = True, *,
+                  held_out: int | None = None, patch_bank: str | None = None, jobs: int = 1) -> dict[str, Any]:
     """Train and score every method for every seed on the test split; write ``table.json`` and
     ``table.md``.
 
@@ -216,32 +289,39 @@ def run_benchmark(config: TrainConfig, seeds: Sequence[int] = (0, 1, 2), out_dir
         out_dir: result folder (default ``runs/<config name>/benchmark``): ``table.json``,
             ``table.md``, and per seed ``<seed>/`` with the run folders of
             :class:`cagnet.methods.MethodRuns` (reused when the benchmark runs again).
-        methods: any of :data:`METHODS` (a method's prerequisites are trained even when not
-            requested: ZS3Net for ZS3Net+ST, CaGNet's step1/mixed for CaGNet+ST).
+        methods: any of :data:`METHODS` (default :data:`DEFAULT_METHODS`, the paper's six; a
+            method's prerequisites are trained even when not requested: ZS3Net for ZS3Net+ST,
+            CaGNet's step1/mixed for CaGNet+ST). Each method's calibrated row is scored too
+            (:func:`benchmark_rows`).
         progress: a progress bar over (method, seed) naming the running ones.
-        held_out: SPNet-c's held-out training images on a dataset without a validation split
-            (default 10 %, :func:`cagnet.methods.default_held_out`).
+        held_out: the calibration's held-out training images on a dataset without a validation
+            split (default 10 %, :func:`cagnet.methods.default_held_out`).
+        patch_bank: the block source of the CaGNetv2 rows (None = their config's; ``pure``; or
+            a bank file: :func:`cagnet.methods.patchwise_overrides`).
         jobs: seeds trained at the same time, each in its own process (CPU: with
             ``runtime.num_threads`` unset, each process gets ``cores // jobs`` threads). The
             results are those of ``jobs=1`` (every run depends on its seed only).
 
     Returns:
         the table: ``methods`` ({method: {score: {"mean", "std"}}} for ``pixel_acc``,
-        ``mean_acc``, ``miou``, ``seen_miou``, ``unseen_miou``, ``hiou``), ``boundary`` (the
-        same for :data:`~cagnet.results.BOUNDARY_COLUMNS`), ``seeds``,
-        ``per_seed`` ({seed: {method: scores, class_iou, seconds, ...}}), ``config`` (name),
+        ``mean_acc``, ``miou``, ``seen_miou``, ``unseen_miou``, ``hiou``; the requested
+        methods), ``calibrated`` (the same for the calibrated rows, with ``seen_penalty``),
+        ``boundary`` (every row, :data:`~cagnet.results.BOUNDARY_COLUMNS`), ``seeds``,
+        ``per_seed`` ({seed: {row: scores, class_iou, seconds, ...}}), ``config`` (name),
         ``protocol`` (how it was trained and scored), ``class_names``, ``seconds`` (total).
     """
-    methods = check_methods(methods)
+    paper_rows, calibrated_rows = benchmark_rows(methods)
+    rows = check_methods([*paper_rows, *calibrated_rows])
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name / "benchmark"
     started = time.perf_counter()
-    tasks = [Task(name=method, method=method) for method in methods]
-    per_seed, facts = run_seeds(config, seeds, out_dir, tasks, split="test", held_out=held_out, jobs=jobs,
-                                progress=progress, desc="benchmark")
-    first = per_seed[str(int(seeds[0]))][methods[0]]
+    tasks = [Task(name=method, method=method) for method in rows]
+    per_seed, facts = run_seeds(config, seeds, out_dir, tasks, split="test", held_out=held_out, patch_bank=patch_bank,
+                                jobs=jobs, progress=progress, desc="benchmark")
+    first = per_seed[str(int(seeds[0]))][rows[0]]
     table = {
-        "methods": aggregate(per_seed, methods),
-        "boundary": aggregate(per_seed, methods, BOUNDARY_COLUMNS),
+        "methods": aggregate(per_seed, paper_rows),
+        "calibrated": aggregate(per_seed, calibrated_rows, CALIBRATED_COLUMNS),
+        "boundary": aggregate(per_seed, rows, BOUNDARY_COLUMNS),
         "seeds": [int(s) for s in seeds],
         "per_seed": per_seed,
         "config": config.name,

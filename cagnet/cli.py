@@ -49,6 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--num-validation", type=int, default=150,
                       help="validation images, for recipe and calibration choices (default: 150)")
     data.add_argument("--image-size", type=int, default=128, help="image side in pixels (default: 128)")
+    from cagnet.data.synthetic import SyntheticConfig   # its defaults, in the help
+
+    scene_default = SyntheticConfig()
+    data.add_argument("--appearance", choices=("plain", "scene"), default="plain",
+                      help="plain: a class looks the same in every scene (default); scene: each scene under one "
+                           "light (brightness and colour temperature, shown by the neutral grey around every "
+                           "pattern), a shading ramp and a scale of every pattern's period, so a pixel's look "
+                           "depends on its context (data/README.md)")
+    data.add_argument("--illuminant-strength", type=float, default=None, metavar="S",
+                      help="scene only: range of the light, 0..1.5; 1 = brightness x0.67-1.49 and +-60 mired "
+                           f"around daylight (default: {scene_default.illuminant_strength})")
+    data.add_argument("--shading-strength", type=float, default=None, metavar="S",
+                      help="scene only: largest log gain of the shading ramp at the brightest edge, 0..1 "
+                           f"(default: {scene_default.shading_strength})")
+    data.add_argument("--scale-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                      help="scene only: range of the factor on every pattern's period, within 0.5..2 "
+                           f"(default: {' '.join(map(str, scene_default.scale_range))})")
     data.add_argument("--force", action="store_true", help="regenerate even when a matching copy exists")
     data.add_argument("--no-progress", action="store_true", help="no progress bar")
     data.set_defaults(func=cmd_data)
@@ -130,6 +147,26 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
     pretrain.set_defaults(func=cmd_pretrain)
 
+    patches = sub.add_parser(
+        "patches",
+        help="make (or reuse) the bank of label blocks of CaGNetv2's patch-wise step 2",
+        description="Train the label-block PixelCNN on the seen-class training labels of a patch-wise config "
+                    "(section patches), resized to the step-2 feature grid and cut into blocks of "
+                    "model.patch_size, then sample the bank with the original's rules (first positions set to "
+                    "an unseen class, unseen-pixel threshold, at most cc_max classes, top-k, p_base, a share of "
+                    "pure one-class iterations). Writes the bank ([B, s, s] class indices, for "
+                    "schedules.mixed.bank_path) with a JSON of statistics, a figure of sampled blocks and the "
+                    "PixelCNN's weights beside it, cached under data/label_blocks (or patches.cache_dir) by "
+                    "recipe; a finished bank of the same recipe is reused. Prints one line per result.",
+    )
+    _add_config_options(patches)
+    patches.add_argument("--out", metavar="PATH", default=None,
+                         help="write the bank to this .pt / .npy file (default: the cache file named after its "
+                              "recipe); a file there of another recipe is replaced only with --force")
+    patches.add_argument("--force", action="store_true", help="make the bank again even when a finished one exists")
+    patches.add_argument("--no-progress", action="store_true", help="no progress bar")
+    patches.set_defaults(func=cmd_patches)
+
     ablate = sub.add_parser(
         "ablate",
         help="train variants of a recipe over seeds and compare them on the validation split",
@@ -161,12 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the paper's comparison: SPNet, SPNet-c, ZS3Net, ZS3Net+ST, CaGNet, CaGNet+ST over seeds",
         description="Train and score every comparison method of the CaGNet paper once per seed on a config's "
                     "data (test split, original protocol) and write <out>/table.json and <out>/table.md "
-                    "(mean and standard deviation over seeds, in the paper's format). CaGNet runs the "
+                    "(mean and standard deviation over seeds): the paper's format, and every method calibrated "
+                    "(<method>-c: the same model with a seen-class penalty). CaGNet runs the "
                     "config's schedules step1, mixed, st, st_mixed; the other methods get iteration budgets "
-                    "derived from them; every method starts from the step-1 schedule's init_model. SPNet-c's "
-                    "penalty is chosen on the validation split (or, for datasets without one, on held-out "
-                    "training images, never with unseen labels). Finished runs of the same recipe in --out are "
-                    "reused. --jobs trains several seeds at the same time.",
+                    "derived from them; every method starts from the step-1 schedule's init_model. Penalties "
+                    "are chosen on the validation split (or, for datasets without one, on held-out "
+                    "training images, never with unseen labels). CaGNetv2 and CaGNetv2+ST (--methods) train the "
+                    "CaGNet schedules on the config's patch-wise form (model.patch_size 3). Finished runs of the "
+                    "same recipe in --out are reused. --jobs trains several seeds at the same time.",
     )
     benchmark.add_argument("--config", metavar="NAME|PATH", default="tutorial",
                            help="a packaged config (tutorial, voc12, context, cocostuff; CaGNetv2: tutorial_pa3, voc12_pa3, context_pa3, cocostuff_pa3) or a YAML file "
@@ -177,10 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
                            help="result folder (default: runs/<config name>/benchmark)")
     benchmark.add_argument("--methods", metavar="METHOD", nargs="+", default=None,
                            help="methods to run, space- or comma-separated, from: SPNet SPNet-c ZS3Net ZS3Net+ST "
-                                "CaGNet CaGNet+ST (default: all)")
+                                "CaGNet CaGNet+ST CaGNetv2 CaGNetv2+ST, or a calibrated row (ZS3Net-c ZS3Net+ST-c "
+                                "CaGNet-c CaGNet+ST-c CaGNetv2-c CaGNetv2+ST-c); each method's calibrated row is "
+                                "scored too (default: SPNet SPNet-c ZS3Net ZS3Net+ST CaGNet CaGNet+ST)")
     benchmark.add_argument("--held-out", metavar="N", type=int, default=None,
                            help="for a dataset without a validation split: training images kept out of "
-                                "SPNet's training to choose SPNet-c's penalty (default: 10%% of the training split)")
+                                "SPNet's training to choose the penalties (default: 10%% of the training split)")
+    benchmark.add_argument("--patch-bank", metavar="PATH|pure", default=None,
+                           help="CaGNetv2 rows: the bank of label blocks of their patch-wise step 2 ([B, 3, 3] "
+                                "class indices), or 'pure' for one-class blocks (default: the block source of the "
+                                "packaged <config>_pa3, e.g. its own bank, which 'python -m cagnet patches' makes; "
+                                "pure one-class blocks for a config without one)")
     benchmark.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                            help="override a config value, e.g. --set schedules.step1.iterations=200 "
                                 "(repeatable; iteration changes apply to CaGNet and the baselines alike)")
@@ -219,8 +265,17 @@ def cmd_data(args: argparse.Namespace) -> int:
     """``data``: build or reuse the synthetic benchmark and print where it is."""
     from cagnet.data.synthetic import SyntheticConfig, build_synthetic_benchmark
 
+    strengths = {name: value for name, value in (("illuminant_strength", args.illuminant_strength),
+                                                 ("shading_strength", args.shading_strength),
+                                                 ("scale_range", args.scale_range)) if value is not None}
+    if strengths and args.appearance != "scene":
+        from cagnet.errors import ConfigError
+
+        flags = ", ".join("--" + name.replace("_", "-") for name in strengths)
+        raise ConfigError(f"{flags}: only used with --appearance scene")
     config = SyntheticConfig(seed=args.seed, num_train=args.num_train, num_test=args.num_test,
-                             num_validation=args.num_validation, image_size=args.image_size)
+                             num_validation=args.num_validation, image_size=args.image_size,
+                             appearance=args.appearance, **strengths)
     root = build_synthetic_benchmark(args.root, config, force=args.force, progress=not args.no_progress)
     print(f"synthetic benchmark: {root}")
     return 0
@@ -291,6 +346,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_patches(args: argparse.Namespace) -> int:
+    """``patches``: make (or reuse) the config's bank of label blocks; one line per result."""
+    from cagnet.config import load_train_config
+    from cagnet.patches import describe, make_bank
+
+    config = load_train_config(args.config, args.overrides)
+    result = make_bank(config, args.out, force=args.force, progress=not args.no_progress)
+    for line in describe(result):
+        print(line)
+    return 0
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     """``ablate``: run the ablation variants; print the table and where it is."""
     from cagnet.ablate import VARIANTS, format_ablation_markdown, run_ablation, select_variants
@@ -314,19 +381,22 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """``benchmark``: train and score the comparison methods; print the table and where it is."""
-    from cagnet.benchmark import METHODS, MARKDOWN_NAME, TABLE_NAME, check_methods, format_table_markdown, run_benchmark
+    from cagnet.benchmark import (DEFAULT_METHODS, MARKDOWN_NAME, TABLE_NAME, check_methods, format_table_markdown,
+                                  run_benchmark)
     from cagnet.config import load_train_config
     from cagnet.errors import ConfigError
 
-    requested = [name for item in (args.methods or METHODS) for name in item.split(",")]
+    requested = [name for item in (args.methods or DEFAULT_METHODS) for name in item.split(",")]
     methods = check_methods(requested)
     if args.seeds < 1:
         raise ConfigError(f"--seeds: need at least 1 seed, got {args.seeds}")
     config = load_train_config(args.config, args.overrides)
     seeds = [config.runtime.seed + k for k in range(args.seeds)]
     table = run_benchmark(config, seeds, args.out, methods, progress=not args.no_progress, held_out=args.held_out,
-                          jobs=args.jobs)
+                          patch_bank=args.patch_bank, jobs=args.jobs)
     print(format_table_markdown(table))
+    print()
+    print(format_table_markdown(table, "calibrated"))
     out = args.out or f"runs/{config.name}/benchmark"
     print(f"results: {out}/{TABLE_NAME}, {out}/{MARKDOWN_NAME}")
     return 0

@@ -1,5 +1,5 @@
 """The training configuration: its schema (:class:`TrainConfig`: data, model, optim, losses,
-schedules, runtime, pretrain), its checks, the packaged configurations and their loader
+schedules, runtime, pretrain, patches), its checks, the packaged configurations and their loader
 :func:`load_train_config` (a packaged config by name, or a YAML file, plus ``key=value``
 overrides). Building dataclasses from YAML, with errors that name the key, is
 :mod:`cagnet.config_io`.
@@ -36,7 +36,8 @@ class DataConfig:
 
     ``root`` is a dataset folder in the original layout (None = the embedded synthetic
     benchmark at :func:`cagnet.data.default_data_root`). With ``synthetic`` set (a mapping of
-    :class:`cagnet.data.SyntheticConfig` fields, ``{}`` = its defaults) the embedded benchmark
+    :class:`cagnet.data.SyntheticConfig` fields, ``{}`` = its defaults; ``{appearance: scene}``
+    lights every scene, and the pretraining scenes with it) the embedded benchmark
     is built at ``root`` first, or reused when an identical one is there; a ``root`` holding
     another dataset (a ``labels_refined.txt`` without the benchmark's ``benchmark.json``) is
     read as it is (:func:`cagnet.train.loading.builds_synthetic`).
@@ -332,6 +333,77 @@ class PretrainConfig:
 
 
 @dataclass
+class PatchesConfig:
+    """CaGNetv2's bank of label blocks (:mod:`cagnet.patches`, ``python -m cagnet patches``);
+    the defaults are the tutorial's (under a minute on one CPU thread), the ``*_pa3`` configs of
+    the real datasets give the original's values.
+
+    Training data: ``crops_per_image`` training crops per image, drawn as training draws them
+    (``data.scale_range``, flip) at the crop of ``schedule`` (the step-2 schedule the bank is
+    for), their labels (unseen classes ignored) resized to its feature grid as step 1 resizes
+    them, cut into blocks of ``model.patch_size``. The label-block PixelCNN
+    (:class:`cagnet.models.LabelBlockPixelCNN`: ``width``, ``num_layers``, ``kernel_size``,
+    ``dropout``, ``condition_init``) learns them for ``epochs`` epochs of Adam at ``lr``, each
+    batch the blocks of ``batch_size`` label maps (the original's batch 6). ``condition``:
+    ``block_class`` (the block's most frequent class on every position, the form sampling gives)
+    or ``leaking`` (each position's own label: the original's training form, for the ablation).
+
+    Sampling, the original's rules: ``blocks_per_iteration`` blocks per iteration, each with an
+    unseen class u (uniform) as condition and on its first ``first_unseen`` raster positions;
+    each later position draws from the softmax of its logits, plus ``p_base / (S+U)`` on the
+    unseen classes, restricted to the ``topk`` fraction of the classes with the largest
+    probabilities, renormalised by a second softmax (``second_softmax: true``, the original) or
+    by their sum. Kept: blocks with at least ``threshold`` unseen pixels and at most ``cc_max``
+    classes. With probability ``pure_iteration_share`` (the original's ``flag``; its -1 = 0, never)
+    an iteration emits uniform blocks instead, one class each from the step-2 prior of
+    ``gen_unseen_rate`` (None = the ``schedule``'s). Sampling stops at ``num_blocks`` kept blocks;
+    ``max_iterations`` is an error instead. Everything draws from ``seed``. The bank is cached in
+    ``cache_dir`` (None = ``data/label_blocks`` of the project) under a name that depends on all of
+    these values and the dataset.
+    """
+
+    schedule: Literal["mixed", "st_mixed"] = "mixed"
+    crops_per_image: int = 1
+    width: int = 32
+    num_layers: int = 4
+    kernel_size: int = 7
+    dropout: float = 0.5
+    condition: Literal["block_class", "leaking"] = "block_class"
+    condition_init: Literal["linear", "zeros"] = "linear"
+    epochs: int = 4
+    batch_size: int = 8
+    lr: float = 0.002
+    first_unseen: int = 5
+    threshold: int = 7
+    cc_max: int = 3
+    topk: float = 1.0
+    p_base: float = 0.0
+    second_softmax: bool = True
+    pure_iteration_share: float = 0.1
+    gen_unseen_rate: float | None = None
+    num_blocks: int = 4096
+    blocks_per_iteration: int = 512
+    max_iterations: int = 200
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        for name in ("crops_per_image", "width", "num_layers", "kernel_size", "epochs", "batch_size", "lr",
+                     "cc_max", "num_blocks", "blocks_per_iteration", "max_iterations"):
+            _positive(f"patches.{name}", getattr(self, name))
+        for name in ("first_unseen", "threshold", "p_base", "seed", "gen_unseen_rate"):
+            _positive(f"patches.{name}", getattr(self, name), allow_zero=True)
+        if self.kernel_size % 2 == 0:
+            raise ConfigError(f"patches.kernel_size: must be odd (a masked convolution has a centre), "
+                              f"got {self.kernel_size}")
+        for name, inside, bounds in (("dropout", 0 <= self.dropout < 1, "[0, 1)"),
+                                     ("topk", 0 < self.topk <= 1, "(0, 1]: a fraction of the classes"),
+                                     ("pure_iteration_share", 0 <= self.pure_iteration_share <= 1, "[0, 1]")):
+            if not inside:
+                raise ConfigError(f"patches.{name}: must be in {bounds}, got {getattr(self, name)!r}")
+
+
+@dataclass
 class TrainConfig:
     """A complete training configuration (see the packaged ``cagnet/configs/*.yaml``).
 
@@ -339,7 +411,8 @@ class TrainConfig:
     base preset (``tiny``, ``original_voc12``, ...) and the other keys override its fields.
     The class counts and embedding size follow the dataset when the model is built.
     ``pretrain`` (optional) describes how to pretrain the backbone when no pretrained weights
-    exist (the embedded benchmark's ``tutorial``).
+    exist (the embedded benchmark's ``tutorial``). ``patches`` (optional, patch-wise configs)
+    describes how to make the bank of label blocks of CaGNetv2's step 2 (:class:`PatchesConfig`).
     """
 
     name: str = "custom"
@@ -350,6 +423,7 @@ class TrainConfig:
     schedules: SchedulesConfig = field(default_factory=SchedulesConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     pretrain: PretrainConfig | None = None
+    patches: PatchesConfig | None = None
 
     def validate(self) -> None:
         for name in SCHEDULE_NAMES:
@@ -423,7 +497,9 @@ def check_block_source_keys(config: TrainConfig) -> None:
     """A one-line :class:`ConfigError` for block-source keys that would be ignored or that miss
     their file: any of them off its default with a pixel-wise model (``model.patch_size`` 1,
     whose step 2 draws one label per pixel), ``bank_path`` / ``fuse_ratio`` with
-    ``block_source: pure``, ``block_source: bank`` without ``bank_path``."""
+    ``block_source: pure``, ``block_source: bank`` without ``bank_path`` and without a
+    ``patches`` section (with one, ``bank_path: null`` is the config's own cached bank,
+    :func:`cagnet.patches.ensure_bank`)."""
     defaults = ScheduleConfig(iterations=1)
     for name in SCHEDULE_KEYS_READ_BY["block_source"]:
         section = getattr(config.schedules, name)
@@ -437,9 +513,10 @@ def check_block_source_keys(config: TrainConfig) -> None:
                                       "is 1 (pixel-wise step 2 draws one label per pixel; set model.patch_size: 3 "
                                       "or remove it)")
             continue
-        if section.block_source == "bank" and section.bank_path is None:
+        if section.block_source == "bank" and section.bank_path is None and config.patches is None:
             raise ConfigError(f"{prefix}.bank_path: needed with block_source: bank (a .pt / .npy file of label "
-                              "blocks [B, s, s]; or block_source: pure)")
+                              "blocks [B, s, s]; 'python -m cagnet patches --config NAME' makes the config's bank "
+                              "and prints its path; or block_source: pure)")
         if section.block_source == "pure":
             for key in ("bank_path", "fuse_ratio"):
                 if getattr(section, key) != getattr(defaults, key):
@@ -512,6 +589,6 @@ def load_train_config(source: str | Path | Mapping[str, Any], overrides: list[st
 
 __all__ = ["SCHEDULE_NAMES", "PACKAGED_CONFIGS", "DataConfig", "LrMultipliers", "OptimConfig", "LossConfig",
            "LossWeights", "StepDecay", "ScheduleConfig", "SchedulesConfig", "RuntimeConfig", "PretrainConfig",
-           "TrainConfig", "train_config_from_dict", "packaged_config_path", "resolve_config_source",
+           "PatchesConfig", "TrainConfig", "train_config_from_dict", "packaged_config_path", "resolve_config_source",
            "load_train_config", "SCHEDULE_KEYS_READ_BY", "unread_schedule_keys", "check_unread_schedule_keys",
            "BLOCK_SOURCE_KEYS", "check_block_source_keys", "apply_overrides"]

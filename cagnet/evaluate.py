@@ -29,13 +29,18 @@ constant ``gamma`` from every seen-class logit before the argmax::
     prediction = argmax_k ( logit_k - gamma * [k is seen] ),   k in 0..S+U-1
 
 A pixel turns from its best seen class to its best unseen class exactly when the gap
-``max seen logit - max unseen logit`` is below ``gamma``. The penalty is in logit units, so
-its useful range depends on the model; :func:`penalty_grid` derives a grid from quantiles of
-that gap. :func:`calibration_sweep` scores many penalties from one forward pass over a split
-with ground truth for every class (an oracle curve on the test split);
-:func:`held_out_calibration` selects a penalty from images whose unseen pixels are *ignored*
-(a slice of the training split), which is how the benchmark picks SPNet-c's penalty without
-unseen-class labels (see :mod:`cagnet.benchmark`).
+``max seen logit - max unseen logit`` is below ``gamma``. A negative ``gamma`` works the other
+way: it boosts the seen classes and turns unseen predictions with a gap of at least ``gamma``
+back to seen, for a model that gives too many pixels to unseen classes (CaGNet's finetuned
+classifier does). The penalty is in logit units, so its useful range depends on the model;
+:func:`penalty_grid` derives a grid on both sides of 0 from quantiles of that gap.
+:func:`calibration_sweep` scores many penalties from one forward pass over a split with ground
+truth for every class (an oracle curve on the test split, or the choice on a validation
+split); :func:`held_out_calibration` selects a penalty from images whose unseen pixels are
+*ignored* (a slice of the training split), which is how a method is calibrated without
+unseen-class labels on a dataset without a validation split (see :mod:`cagnet.methods`). Both
+report ``best_at_edge``: the best penalty is the smallest or largest one tried while a penalty
+beyond it would still change predictions, i.e. the grid was too narrow to know the best.
 """
 from __future__ import annotations
 
@@ -285,25 +290,49 @@ def seen_unseen_gap(logits: torch.Tensor, num_seen: int, num_classes: int) -> to
 
 
 def penalty_grid(gaps: torch.Tensor, count: int = 41) -> list[float]:
-    """Seen penalties spanning the model's logit scale: 0, the quantiles at ``count`` evenly
-    spaced levels of the positive ``gaps`` (:func:`seen_unseen_gap` of the calibration pixels),
-    and a value above the largest gap (every pixel unseen). Sorted, unique floats.
+    """Seen penalties spanning the model's logit scale on both sides of 0, from the ``gaps``
+    (:func:`seen_unseen_gap` of the calibration pixels). Sorted, unique floats:
+
+    * 0 (the plain argmax), once;
+    * positive side: the quantiles at ``count`` evenly spaced levels of the positive gaps (the
+      pixels predicted seen) and a value above the largest gap (every pixel unseen);
+    * negative side: the quantiles at the same levels of the negative gaps (the pixels
+      predicted unseen), down to the smallest gap (every pixel seen).
 
     Quantiles make the grid independent of the scale of a method's logits (SPNet's dot
-    products and a trained classifier's logits differ by orders of magnitude): the k-th
-    penalty moves about the same share of pixels to unseen classes for every method.
+    products and a trained classifier's logits differ by orders of magnitude) and symmetric in
+    pixel shares: the penalty at level k / (count - 1) on either side moves about that share of
+    the side's pixels to the other side, for every method. Both ends of the grid leave nothing
+    to move.
     """
     if count < 2:
         raise ConfigError(f"penalty grid: count must be at least 2, got {count}")
     gaps = gaps.detach().reshape(-1).to(torch.float64).cpu()
-    positive = gaps[gaps > 0]
+    levels = torch.linspace(0.0, 1.0, count, dtype=torch.float64)
     values = {0.0}
+    positive = gaps[gaps > 0]
     if positive.numel():
-        levels = torch.linspace(0.0, 1.0, count, dtype=torch.float64)
         values.update(float(v) for v in torch.quantile(positive, levels))
         top = float(positive.max())
+        # a pixel turns unseen when its gap is *below* the penalty: one step above the largest gap
         values.add(top + max(abs(top) * 1e-3, 1e-6))
+    negative = gaps[gaps < 0]
+    if negative.numel():
+        # at the smallest gap itself every pixel is seen already (gap >= penalty keeps it seen)
+        values.update(float(v) for v in torch.quantile(negative, levels))
     return sorted(values)
+
+
+def _best_at_edge(penalties: Sequence[float], best: int | None, unseen_share: Sequence[float]) -> bool:
+    """Whether the best penalty is the smallest (or largest) one tried while some scored pixel is
+    still predicted unseen (or seen) there, so that a penalty beyond it would change the
+    predictions: the grid did not reach far enough to know the best. ``unseen_share``: share of
+    the scored pixels predicted unseen at each penalty."""
+    if best is None:
+        return False
+    value = penalties[best]
+    return bool((value == min(penalties) and unseen_share[best] > 0)
+                or (value == max(penalties) and unseen_share[best] < 1))
 
 
 def _collect_logits(model, data, info, protocol, **options) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -324,18 +353,29 @@ def _stacked(logits_list: list[torch.Tensor], targets: list[torch.Tensor]
     return [(lg, t[None]) for lg, t in zip(logits_list, targets)]
 
 
-def _grid_from(logits_list: list[torch.Tensor], info: DatasetInfo, penalties, count: int) -> list[float]:
+def _finite_penalties(penalties: Iterable[float], what: str, allow_empty: bool = False) -> list[float]:
+    values = [float(p) for p in penalties]
+    if (not values and not allow_empty) or not all(math.isfinite(p) for p in values):
+        raise ConfigError(f"{what} must be a {'' if allow_empty else 'non-empty '}list of finite numbers, "
+                          f"got {values!r}")
+    return values
+
+
+def _grid_from(logits_list: list[torch.Tensor], info: DatasetInfo, penalties, count: int,
+               include: Sequence[float] = ()) -> list[float]:
+    """The penalties to score: ``penalties`` as given, or :func:`penalty_grid` of the logits'
+    gaps with the ``include`` values merged in (sorted, unique)."""
+    extra = _finite_penalties(include, "include", allow_empty=True)
     if penalties is not None:
-        values = [float(p) for p in penalties]
-        if not values or not all(math.isfinite(p) for p in values):
-            raise ConfigError(f"penalties must be a non-empty list of finite numbers, got {list(penalties)!r}")
-        return values
+        values = _finite_penalties(penalties, "penalties")
+        return values + [p for p in dict.fromkeys(extra) if p not in values]
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         raise ConfigError("calibration with several processes needs explicit penalties (the grid of one "
                           "process's images would differ between processes)")
     num_classes = info.num_seen + info.num_unseen
     gaps = [seen_unseen_gap(lg, info.num_seen, num_classes) for lg in logits_list]
-    return penalty_grid(torch.cat([g.reshape(-1) for g in gaps]) if gaps else torch.zeros(0), count)
+    grid = penalty_grid(torch.cat([g.reshape(-1) for g in gaps]) if gaps else torch.zeros(0), count)
+    return sorted(set(grid).union(extra))
 
 
 def _best_index(values: list[float]) -> int | None:
@@ -351,25 +391,33 @@ def calibration_sweep(model: nn.Module, data: SegmentationDataset | torch.utils.
                       info: DatasetInfo | None = None, penalties: Sequence[float] | None = None,
                       protocol: str = "original", *, test_size: int | None = None, limit: int | None = None,
                       batch_size: int = 1, num_workers: int = 0, device: torch.device | str | None = None,
-                      amp: str = "none", grid_size: int = 41, progress: bool = False) -> dict[str, Any]:
+                      amp: str = "none", grid_size: int = 41, include: Sequence[float] = (),
+                      return_confusion: bool = False, progress: bool = False) -> dict[str, Any]:
     """GZSL scores of many seen penalties from ONE forward pass over ``data``.
 
     The logits of every image are computed once (as :func:`evaluate` does, same arguments)
     and each penalty's predictions are scored from them, so for every penalty the scores are
     those of ``evaluate(..., seen_penalty=penalty)``. ``data`` needs ground truth of every
-    class (a test split): on the test split this is the *oracle* calibration curve, which
-    uses unseen-class labels and therefore cannot select a zero-shot model's penalty.
+    class: on a validation split the best penalty is a legitimate choice; on the test split
+    this is the *oracle* calibration curve, which uses unseen-class labels and therefore cannot
+    select a zero-shot model's penalty.
 
     Args:
-        penalties: the penalties to score (logit units); None = :func:`penalty_grid` with
-            ``grid_size`` levels of the gaps of all scored pixels.
+        penalties: the penalties to score (logit units, any sign); None = :func:`penalty_grid`
+            (both signs) with ``grid_size`` levels of the gaps of all scored pixels.
+        include: penalties scored as well (e.g. one chosen on another split, so that its test
+            scores come from the same forward pass); merged into the grid, or appended to
+            ``penalties``.
+        return_confusion: each score dict also holds ``confusion`` (as :func:`evaluate`'s).
         the others: as :func:`evaluate`.
 
     Returns:
-        ``penalties`` (list), per penalty ``seen_miou``, ``unseen_miou``, ``hiou``, ``miou``
-        (lists aligned with ``penalties``) and ``scores`` (the full score dicts);
+        ``penalties`` (list), per penalty ``seen_miou``, ``unseen_miou``, ``hiou``, ``miou``,
+        ``unseen_share`` (share of the scored pixels predicted as an unseen class; lists
+        aligned with ``penalties``) and ``scores`` (the full score dicts);
         ``best_index`` / ``best_penalty`` / ``best`` (the penalty with the highest hIoU, the
-        smallest on ties), ``protocol``, ``num_images``.
+        smallest on ties; penalty 0 and ``best`` None when no hIoU is defined),
+        ``best_at_edge`` (module docstring), ``protocol``, ``num_images``.
     """
     _check_protocol(protocol)
     info = _resolve_info(data, info)
@@ -379,11 +427,11 @@ def calibration_sweep(model: nn.Module, data: SegmentationDataset | torch.utils.
     logits_list, targets = _collect_logits(model, data, info, protocol, test_size=test_size, limit=limit,
                                            batch_size=batch_size, num_workers=num_workers, device=device,
                                            amp=amp, progress=progress, desc=f"calibration ({protocol})")
-    grid = _grid_from(logits_list, info, penalties, grid_size)
+    grid = _grid_from(logits_list, info, penalties, grid_size, include)
     num_images = _num_images(len(logits_list), device)
     batches = _stacked(logits_list, targets)
     seen, unseen = list(range(info.num_seen)), list(range(info.num_seen, num_classes))
-    all_scores = []
+    all_scores, unseen_share = [], []
     for penalty in grid:
         confusion = ConfusionMatrix(num_classes, device=device)
         for logits, target in batches:
@@ -394,14 +442,21 @@ def calibration_sweep(model: nn.Module, data: SegmentationDataset | torch.utils.
         scores = confusion.scores(seen, unseen)
         scores.update({"protocol": protocol, "num_images": num_images, "class_names": info.eval_class_names,
                        "num_seen": info.num_seen, "num_unseen": info.num_unseen, "seen_penalty": penalty})
+        counts = confusion.matrix.sum(dim=0)   # predictions per class over the scored pixels
+        scored = int(counts.sum())
+        unseen_share.append(int(counts[info.num_seen:num_classes].sum()) / scored if scored else math.nan)
+        if return_confusion:
+            scores["confusion"] = confusion.matrix.cpu()
         all_scores.append(scores)
-    result: dict[str, Any] = {"penalties": grid, "protocol": protocol, "num_images": num_images, "scores": all_scores}
+    result: dict[str, Any] = {"penalties": grid, "protocol": protocol, "num_images": num_images, "scores": all_scores,
+                              "unseen_share": unseen_share}
     for key in ("seen_miou", "unseen_miou", "hiou", "miou"):
         result[key] = [s[key] for s in all_scores]
     best = _best_index(result["hiou"])
     result["best_index"] = best
     result["best_penalty"] = grid[best] if best is not None else 0.0
     result["best"] = all_scores[best] if best is not None else None
+    result["best_at_edge"] = _best_at_edge(grid, best, unseen_share)
     return result
 
 
@@ -414,24 +469,29 @@ def held_out_calibration(model: nn.Module, data: SegmentationDataset | torch.uti
 
     ``data`` holds labels in training form: seen classes 0..S-1, everything else
     ``ignore_index`` (a :class:`SegmentationDataset` of the ``train`` split maps unseen
-    pixels so). On the prediction grid (``original`` protocol) and for each penalty:
+    pixels so). On the prediction grid (``original`` protocol) and for each penalty of the
+    two-sided grid (:func:`penalty_grid` of these images' gaps, or ``penalties``):
 
     * ``seen_acc``: share of the labelled (seen) pixels predicted as their class;
     * ``unseen_rate``: share of the ignored pixels predicted as *some* unseen class;
     * ``balance``: their harmonic mean; the selected penalty maximises it (the smallest
-      on ties; 0 when no penalty has a defined balance).
+      on ties; 0 when no penalty has a defined balance, e.g. images without ignored pixels).
 
-    The two rates play the roles of the seen and unseen terms of hIoU: a penalty trades
-    the first for the second. Only the knowledge that an ignored pixel is not of a seen
-    class is used - the assumption self-training makes too - never which unseen class it
-    is. Where ignored pixels also include unlabelled stuff (e.g. Pascal-VOC's background
-    and borders), ``unseen_rate`` over-rewards unseen predictions and the penalty comes
-    out larger than the hIoU-optimal one.
+    The two rates play the roles of the seen and unseen terms of hIoU, and both are measured
+    on either side of 0: a positive penalty trades seen accuracy for unseen rate, a negative
+    one the other way. So a negative penalty is selected when the model gives so many labelled
+    seen pixels to unseen classes that boosting the seen classes gains more seen accuracy than
+    it loses unseen rate. Only the knowledge that an ignored pixel is not of a seen class is
+    used - the assumption self-training makes too - never which unseen class it is. That makes
+    ``unseen_rate`` an upper bound of the unseen pixels' accuracy, and where ignored pixels also
+    include unlabelled stuff (e.g. Pascal-VOC's borders) it over-rewards unseen predictions
+    further: the selected penalty leans larger (less negative) than the hIoU-optimal one.
 
     Returns:
-        ``penalties``, ``seen_acc``, ``unseen_rate``, ``balance`` (lists aligned with
-        ``penalties``), ``best_index``, ``best_penalty``, ``num_images``, ``num_labelled``,
-        ``num_ignored`` (pixels on the prediction grids).
+        ``penalties``, ``seen_acc``, ``unseen_rate``, ``balance``, ``unseen_share`` (share of
+        all the images' labelled and ignored pixels predicted unseen; lists aligned with
+        ``penalties``), ``best_index``, ``best_penalty``, ``best_at_edge`` (module docstring),
+        ``num_images``, ``num_labelled``, ``num_ignored`` (pixels on the prediction grids).
     """
     info = _resolve_info(data, info)
     _check_model(model, info)
@@ -442,25 +502,30 @@ def held_out_calibration(model: nn.Module, data: SegmentationDataset | torch.uti
                                            amp=amp, progress=progress, desc="calibration (held out)")
     grid = _grid_from(logits_list, info, penalties, grid_size)
     batches = _stacked(logits_list, targets)
-    counts = torch.zeros(len(grid), 4, dtype=torch.int64, device=device)  # correct, labelled, unseen, ignored
+    # per penalty: correct, labelled, ignored predicted unseen, ignored, labelled predicted unseen
+    counts = torch.zeros(len(grid), 5, dtype=torch.int64, device=device)
     for index, penalty in enumerate(grid):
         for logits, target in batches:
             prediction = predict_labels(logits, num_classes, seen_penalty=penalty, num_seen=info.num_seen)
             labelled = (target >= 0) & (target < info.num_seen)
             ignored = target == ignore_index
+            predicted_unseen = prediction >= info.num_seen
             counts[index, 0] += ((prediction == target) & labelled).sum()
             counts[index, 1] += labelled.sum()
-            counts[index, 2] += ((prediction >= info.num_seen) & ignored).sum()
+            counts[index, 2] += (predicted_unseen & ignored).sum()
             counts[index, 3] += ignored.sum()
+            counts[index, 4] += (predicted_unseen & labelled).sum()
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(counts)
     counts = counts.cpu().tolist()
     seen_acc = [c[0] / c[1] if c[1] else math.nan for c in counts]
     unseen_rate = [c[2] / c[3] if c[3] else math.nan for c in counts]
+    unseen_share = [(c[2] + c[4]) / (c[1] + c[3]) if c[1] + c[3] else math.nan for c in counts]
     balance = [harmonic_mean(a, b) for a, b in zip(seen_acc, unseen_rate)]
     best = _best_index(balance)
     return {"penalties": grid, "seen_acc": seen_acc, "unseen_rate": unseen_rate, "balance": balance,
-            "best_index": best, "best_penalty": grid[best] if best is not None else 0.0,
+            "unseen_share": unseen_share, "best_index": best, "best_penalty": grid[best] if best is not None else 0.0,
+            "best_at_edge": _best_at_edge(grid, best, unseen_share),
             "num_images": _num_images(len(logits_list), device),
             "num_labelled": counts[0][1] if counts else 0, "num_ignored": counts[0][3] if counts else 0}
 

@@ -19,9 +19,14 @@ head): it is written in the layout of the original DeepLabV2 initialisation file
 authors' weights (:func:`cagnet.models.load_checkpoint`, ``--init-model``); the ASPP, the
 contextual module and the heads start from their usual initialisation.
 
+When the config's benchmark has a scene factor (``data.synthetic.appearance: scene``), the
+pretraining scenes are lit with the same strengths (:func:`scene_lighting`), as the photographs
+of ImageNet are.
+
 The result is cached: ``<cache_dir>/deeplabv2_<shape>_<digest>.pt`` with a JSON description
 beside it, where the digest covers everything that decides the weights (the ``pretrain``
-section, the backbone's depth and width, the input normalisation). A schedule whose
+section, the backbone's depth and width, the input normalisation and, for lit scenes, the
+scene factor's strengths; plain scenes have the recipe they had before scenes could be lit). A schedule whose
 ``init_model`` is ``pretrained`` starts from it, building it first when it is missing
 (:func:`resolve_init_model`); ``python -m cagnet pretrain --config tutorial`` builds it ahead.
 """
@@ -44,6 +49,7 @@ from cagnet.config import PretrainConfig, TrainConfig
 from cagnet.config_io import to_dict
 from cagnet.data.pretraining import (PRETRAIN_COLOURS, PRETRAIN_PATTERNS, PretrainingSceneConfig,
                                      generate_pretraining_set)
+from cagnet.data.scenes import SceneLighting
 from cagnet.data.transforms import normalize_image, resize_labels
 from cagnet.errors import ConfigError
 from cagnet.files import atomic_write, atomic_write_text
@@ -110,13 +116,30 @@ def _require(config: TrainConfig) -> PretrainConfig:
     return config.pretrain
 
 
+def scene_lighting(config: TrainConfig) -> SceneLighting | None:
+    """The scene factor of the pretraining scenes: the strengths of the benchmark's when
+    ``data.synthetic`` asks for ``appearance: scene``, else None (plain scenes). A dataset
+    given only by ``data.root`` (``data.synthetic: null``) is not read for it."""
+    if config.data.synthetic is None:
+        return None
+    from cagnet.data.synthetic import SyntheticConfig
+
+    benchmark = SyntheticConfig.from_dict(dict(config.data.synthetic))
+    return benchmark.lighting if benchmark.appearance == "scene" else None
+
+
 def recipe(config: TrainConfig) -> dict[str, Any]:
-    """Everything that decides the pretrained weights, as plain data."""
+    """Everything that decides the pretrained weights, as plain data (with a ``lighting`` entry
+    only for lit scenes, so that the plain recipe and its cached weights stay what they were)."""
     settings = to_dict(_require(config))
     settings.pop("cache_dir")
-    return {"format": FORMAT_VERSION, "pretrain": settings, "backbone_blocks": list(config.model.backbone_blocks),
-            "base_width": config.model.base_width, "normalization": config.data.normalization,
-            "patterns": list(PRETRAIN_PATTERNS), "colours": list(PRETRAIN_COLOURS)}
+    result = {"format": FORMAT_VERSION, "pretrain": settings, "backbone_blocks": list(config.model.backbone_blocks),
+              "base_width": config.model.base_width, "normalization": config.data.normalization,
+              "patterns": list(PRETRAIN_PATTERNS), "colours": list(PRETRAIN_COLOURS)}
+    lighting = scene_lighting(config)
+    if lighting is not None:
+        result["lighting"] = to_dict(lighting)
+    return result
 
 
 def default_cache_dir() -> Path:
@@ -179,7 +202,7 @@ def pretrain_backbone(config: TrainConfig, out: str | Path | None = None, *, dev
     started = time.perf_counter()
     with torch_threads(config.runtime.num_threads):
         scenes = PretrainingSceneConfig(seed=settings.seed, num_images=settings.num_images + HELD_OUT_SCENES,
-                                        image_size=settings.image_size)
+                                        image_size=settings.image_size, lighting=scene_lighting(config))
         images, patterns, colours = generate_pretraining_set(scenes, progress=progress)
         images = _normalised(images, config.data.normalization)
         patterns, colours = torch.from_numpy(patterns).long(), torch.from_numpy(colours).long()

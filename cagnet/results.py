@@ -13,6 +13,8 @@ from cagnet.errors import ConfigError
 #: Scores of a table row: key of :func:`cagnet.metrics.gzsl_scores` -> column title.
 TABLE_COLUMNS: dict[str, str] = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "miou": "mIoU",
                                  "seen_miou": "S-mIoU", "unseen_miou": "U-mIoU", "hiou": "hIoU"}
+#: Columns of a calibrated row: the table's scores and the seen penalty (logit units).
+CALIBRATED_COLUMNS: dict[str, str] = {**TABLE_COLUMNS, "seen_penalty": "penalty"}
 #: Where the seen / unseen boundary costs the scores (:func:`cagnet.metrics.seen_unseen_confusion`)
 #: -> column title.
 BOUNDARY_COLUMNS: dict[str, str] = {"seen_miou_without_unseen_pixels": "S-mIoU without unseen pixels",

@@ -81,6 +81,9 @@ class Chapter:
         device: where models run.
         runs: :class:`cagnet.methods.MethodRuns` over ``runs_root`` (scored split: test), the
             shared trainer and loader of every method's runs.
+        settings: the ``key=value`` overrides :func:`chapter` applied to the packaged
+            configuration (the budget's, then the device, amp, data root, threads, then the
+            notebook's); :meth:`variant` loads another configuration with the same.
     """
 
     config: Any
@@ -88,6 +91,7 @@ class Chapter:
     info: Any
     device: Any
     runs: Any
+    settings: tuple[str, ...] = ()
 
     @property
     def runs_root(self) -> Path:
@@ -130,6 +134,37 @@ class Chapter:
         self.cagnet_run(schedule)
         return self.runs.cagnet_model(schedule)
 
+    def variant(self, config: str, overrides: Sequence[str] = ()):
+        """Another configuration (packaged name or YAML path) loaded as this chapter's was
+        (:attr:`settings`), then ``overrides``; e.g. ``ch.variant("tutorial_pa3")``."""
+        from cagnet.config import load_train_config
+
+        return load_train_config(config, [*self.settings, *overrides])
+
+    def run_from(self, config, schedule: str, start: str | Path, *, retrain: bool = False) -> Path:
+        """A finished run of ``schedule`` of ``config`` that starts from the checkpoint of the run
+        folder ``start`` instead of ``config``'s own chain (e.g. CaGNetv2's patch-wise ``mixed``
+        from the pixel-wise step-1 run: the same start for both finetunings).
+
+        The folder is ``<runs_root>/<config.name>/<schedule>-<digest>``, the digest that of the
+        run's recipe with ``schedules.<schedule>.init_model`` set to the start's checkpoint, so
+        another start gives another folder; a finished run of it is reused unless ``retrain``.
+        """
+        from cagnet.config_io import to_dict
+        from cagnet.methods import recipe_digest, seed_config
+        from cagnet.train.checkpoint import CHECKPOINT_NAME
+        from cagnet.train.engine import train
+        from cagnet.train.runs import finished_run, run_recipe
+
+        checkpoint = (Path(start) / CHECKPOINT_NAME).resolve()
+        if not checkpoint.is_file():
+            raise ConfigError(f"run_from: {checkpoint} does not exist (train the start run first)")
+        config = seed_config(config, config.runtime.seed, [f"schedules.{schedule}.init_model={checkpoint}"])
+        folder = self.runs_root / config.name / f"{schedule}-{recipe_digest(run_recipe(to_dict(config), schedule))}"
+        if retrain or not finished_run(folder, schedule, config):
+            train(config, schedule, folder, progress=True, verbose=True, force=True)
+        return folder
+
     def describe(self) -> str:
         """One line: budget, dataset, classes, device, run folders."""
         return (f"budget {self.budget}; dataset {self.info.root} ({self.num_seen} seen, {self.num_unseen} unseen "
@@ -160,11 +195,12 @@ def chapter(config: str = "tutorial", *, device: str | None = None, amp: str | N
     if num_threads > 0:
         values.append(f"runtime.num_threads={num_threads}")
         torch.set_num_threads(num_threads)
-    loaded = load_train_config(config, [*(smoke_overrides() if budget == "smoke" else []), *values, *overrides])
+    settings = (*(smoke_overrides() if budget == "smoke" else []), *values, *overrides)
+    loaded = load_train_config(config, list(settings))
     info = prepare_dataset(loaded, progress=True)
     root = Path(runs_root) if runs_root is not None else default_runs_root(loaded.name, budget)
     runs = MethodRuns(loaded, loaded.runtime.seed, root, split="test")
-    return Chapter(config=runs.config, budget=budget, info=info, device=runs.device, runs=runs)
+    return Chapter(config=runs.config, budget=budget, info=info, device=runs.device, runs=runs, settings=settings)
 
 
 # ------------------------------------------------------------------------------ reading error maps

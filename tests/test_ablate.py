@@ -85,3 +85,41 @@ def test_cli_lists_variants_and_reports_errors_in_one_line(cli_error, capsys, tm
     assert "unknown ablation variant" in cli_error(["ablate", "--variants", "nope"])
     assert "--seeds" in cli_error(["ablate", "--seeds", "0"])
     assert "ablation table not found" in str(pytest.raises(ConfigError, load_ablation, tmp_path).value)
+
+
+def test_contextual_module_rows_are_one_change_of_the_tutorial_recipe_each_with_its_own_runs():
+    from cagnet.config_io import to_dict
+    from cagnet.methods import recipe_digest
+    from cagnet.train.runs import run_recipe
+
+    rows = {v.name: v for v in VARIANTS}
+    expected = {"CaGNet no context": "model.context_latent=none", "CaGNet latent zeroed": "model.context_latent=zeroed",
+                "CaGNet latent shuffled": "model.context_latent=shuffled",
+                "CaGNet no gates": "model.context_gates=false"}
+    base = load_train_config("tutorial")
+    assert base.model.context_latent == "contextual" and base.model.context_gates is True
+    base_digest = recipe_digest(run_recipe(to_dict(base), "step1"))
+    digests = {base_digest}
+    for name, override in expected.items():
+        assert rows[name].method == "CaGNet" and rows[name].overrides == (override,) and rows[name].note
+        config = load_train_config("tutorial", [override])
+        key, value = override.split("=")
+        assert str(getattr(config.model, key.split(".")[1])).lower() == value   # "none" stays a string
+        digests.add(recipe_digest(run_recipe(to_dict(config), "step1")))
+    # a changed option is a changed recipe: every row trains its own step-1 run
+    assert len(digests) == len(expected) + 1
+
+
+def test_the_latent_spread_over_sigma_is_a_column_next_to_kl():
+    rows = summarise({"0": {"A": {"hiou": 0.3, "diagnostics": {"kl": 0.01, "latent_mean_std_over_sigma": 0.005}}}},
+                     (Variant("A", "CaGNet", note="a"),))
+    assert rows["A"]["latent_mean_std_over_sigma"]["mean"] == pytest.approx(0.005)
+    text = format_ablation_markdown({"variants": rows, "seeds": [0]})
+    assert "| hIoU | KL | std(mu)/sigma | std(mu) |" in text and "| 0.01 | 0.005 |" in text
+
+
+def test_a_table_written_before_a_diagnostic_existed_is_shown_without_its_column():
+    old = {"variants": {"A": {"note": "a", "hiou": {"mean": 0.4, "std": 0.0}, "kl": {"mean": 0.02, "std": 0.0},
+                              "latent_mean_std": {"mean": 0.01, "std": 0.0}}}, "seeds": [0]}
+    text = format_ablation_markdown(old)
+    assert "std(mu)/sigma" not in text and "| hIoU | KL | std(mu) |" in text and "| 0.02 | 0.01 |" in text

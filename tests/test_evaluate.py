@@ -171,9 +171,105 @@ def test_penalty_grid_spans_the_gaps():
     grid = penalty_grid(gaps, count=5)
     assert grid[0] == 0.0 and grid == sorted(set(grid)) and grid[-1] > 5.0
     assert (predict_labels(logits, S + U, seen_penalty=grid[-1], num_seen=S) >= S).all()
-    assert penalty_grid(torch.full((4,), -1.0)) == [0.0]
+    assert penalty_grid(torch.full((4,), -1.0)) == [-1.0, 0.0]      # every pixel unseen: only boosts help
+    assert penalty_grid(torch.zeros(0)) == [0.0]
     with pytest.raises(ConfigError):
         penalty_grid(gaps, count=1)
+
+
+def _gap_logits(gaps: torch.Tensor) -> torch.Tensor:
+    """Logits [1, S+U+1, 1, n] whose seen-unseen gap is ``gaps`` (seen class 0 = gap, the other seen
+    classes far below, the unseen ones 0)."""
+    logits = torch.zeros(1, S + U + 1, 1, gaps.numel())
+    logits[0, 1:S] = -100.0
+    logits[0, 0, 0] = gaps
+    assert torch.equal(seen_unseen_gap(logits, S, S + U)[0, 0], gaps)
+    return logits
+
+
+def test_penalty_grid_covers_both_sides_symmetrically_in_pixel_shares():
+    gaps = torch.tensor([-8.0, -4.0, -2.0, -1.0, -0.5, 0.25, 0.5, 1.0, 3.0, 6.0, 9.0])
+    count = 5
+    grid = penalty_grid(gaps, count)
+    assert grid == sorted(set(grid)) and grid.count(0.0) == 1
+    # the positive side is the one-sided grid of before: quantiles of the positive gaps and a step above the largest
+    levels = torch.linspace(0, 1, count, dtype=torch.float64)
+    positive = gaps[gaps > 0].double()
+    expected_positive = sorted({0.0, *map(float, torch.quantile(positive, levels)), 9.0 + 9.0 * 1e-3})
+    assert [p for p in grid if p >= 0] == pytest.approx(expected_positive)
+    # the negative side: quantiles of the negative gaps, down to the smallest gap
+    assert [p for p in grid if p < 0] == pytest.approx(sorted(map(float, torch.quantile(gaps[gaps < 0].double(), levels))))
+    logits = _gap_logits(gaps)
+    predicted_unseen = [int((predict_labels(logits, S + U, seen_penalty=p, num_seen=S) >= S).sum()) for p in grid]
+    assert predicted_unseen[0] == 0 and predicted_unseen[-1] == gaps.numel()      # the ends: all seen, all unseen
+    assert predicted_unseen == sorted(predicted_unseen)
+    assert predicted_unseen[grid.index(0.0)] == 5                                  # the plain argmax
+    # symmetric in pixel shares: the k-th penalty from 0 on either side (quantile level (k-1)/4 of that
+    # side's gaps) moves (k-1)/4 of that side's pixels across
+    gaps = torch.cat([-torch.rand(300, generator=torch.Generator().manual_seed(0)) * 2,
+                      torch.rand(100, generator=torch.Generator().manual_seed(1)) * 50])
+    grid = penalty_grid(gaps, count)
+    zero = grid.index(0.0)
+    assert len(grid) == 2 * count + 2          # 0, 5 levels a side, one step above the largest gap
+    logits = _gap_logits(gaps)
+    for k in range(1, count + 1):
+        unseen_below = int((predict_labels(logits, S + U, seen_penalty=grid[zero - k], num_seen=S) >= S).sum())
+        unseen_above = int((predict_labels(logits, S + U, seen_penalty=grid[zero + k], num_seen=S) >= S).sum())
+        # within one pixel (the pixel at the quantile itself)
+        assert abs((300 - unseen_below) - 300 * (k - 1) / (count - 1)) <= 1          # unseen -> seen
+        assert abs((unseen_above - 300) - 100 * (k - 1) / (count - 1)) <= 1          # seen -> unseen
+    assert (predict_labels(logits, S + U, seen_penalty=grid[-1], num_seen=S) >= S).all()
+
+
+class GapModel(nn.Module):
+    """Logits at the image's resolution from a label map in its first channel: a seen pixel scores
+    its class 5 and unseen class S 6 (gap -1: wrongly unseen); an unseen pixel scores its class 10
+    and seen class 0 3 (gap -7). Any penalty in (-7, -1] predicts every pixel right; the plain
+    argmax predicts every pixel unseen."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, image):
+        labels = image[:, 0].round().long()
+        logits = torch.zeros(labels.shape[0], S + U + 1, *labels.shape[1:])
+        seen = labels < S
+        unseen = (labels >= S) & (labels < S + U)
+        logits.scatter_(1, labels.clamp(max=S + U - 1)[:, None], 1.0)
+        logits = logits * torch.where(seen, 5.0, 10.0)[:, None]
+        logits[:, S][seen] = 6.0
+        logits[:, 0][unseen] = 3.0
+        return logits + self.anchor
+
+
+def _plain_loader(labels_list):
+    samples = [{"image": torch.stack([labels.float(), torch.zeros_like(labels, dtype=torch.float),
+                                      torch.zeros_like(labels, dtype=torch.float)]), "label": labels}
+               for labels in labels_list]
+    return torch.utils.data.DataLoader(samples, batch_size=1)
+
+
+def test_a_negative_penalty_fixes_a_model_biased_towards_unseen_classes():
+    labels = [torch.randint(0, S + U, (6, 8), generator=torch.Generator().manual_seed(seed)) for seed in range(2)]
+    sweep = calibration_sweep(GapModel(), _plain_loader(labels), Info(), grid_size=5)
+    zero = sweep["penalties"].index(0.0)
+    assert sweep["hiou"][zero] == 0.0 and sweep["unseen_share"][zero] == 1.0     # plain argmax: all unseen
+    assert -7.0 < sweep["best_penalty"] <= -1.0 and sweep["best"]["hiou"] == 1.0
+    assert sweep["best_at_edge"] is False            # the grid reaches "every pixel seen" below the best
+    assert sweep["unseen_share"][0] == 0.0 and sweep["unseen_share"] == sorted(sweep["unseen_share"])
+    # the penalties of before (>= 0 only): the best is 0, an end of the grid that still predicts unseen pixels
+    one_sided = calibration_sweep(GapModel(), _plain_loader(labels), Info(), [0.0, 1.0, 20.0])
+    assert one_sided["best_penalty"] == 0.0 and one_sided["best_at_edge"] is True
+    # include: a penalty scored besides the grid, with evaluate's scores and confusion matrix
+    extra = calibration_sweep(GapModel(), _plain_loader(labels), Info(), grid_size=5, include=[-1.5, 0.0],
+                              return_confusion=True)
+    assert -1.5 in extra["penalties"] and set(sweep["penalties"]) <= set(extra["penalties"])
+    scores = extra["scores"][extra["penalties"].index(-1.5)]
+    direct = evaluate(GapModel(), _plain_loader(labels), Info(), seen_penalty=-1.5, return_confusion=True)
+    assert scores["hiou"] == direct["hiou"] == 1.0 and torch.equal(scores["confusion"], direct["confusion"])
+    with pytest.raises(ConfigError, match="include"):
+        calibration_sweep(GapModel(), _plain_loader(labels), Info(), include=[float("nan")])
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -184,7 +280,8 @@ def test_sweep_equals_evaluate_at_every_penalty(tiny_train_benchmark, protocol):
     model = build_cagnet("tiny", class_embeddings=info.class_embeddings("glove"), num_seen=info.num_seen)
     sweep = calibration_sweep(model, dataset, info, None, protocol, test_size=48, limit=4, batch_size=2, grid_size=6)
     assert sweep["num_images"] == 4 and len(sweep["penalties"]) == len(sweep["hiou"]) == len(sweep["scores"])
-    assert sweep["penalties"][0] == 0.0 and len(sweep["penalties"]) >= 3
+    assert 0.0 in sweep["penalties"] and len(sweep["penalties"]) >= 3 and len(sweep["unseen_share"]) == len(sweep["hiou"])
+    assert sweep["best_at_edge"] is False            # the derived grid's ends predict everything seen / unseen
     assert sweep["best_penalty"] == sweep["penalties"][sweep["best_index"]]
     assert sweep["best"]["hiou"] == max(h for h in sweep["hiou"] if not math.isnan(h))
     for penalty, scores in zip(sweep["penalties"], sweep["scores"]):
@@ -230,7 +327,27 @@ def test_held_out_calibration_balances_seen_accuracy_and_ignored_pixels():
     assert 1.0 < result["best_penalty"] <= 10.0
     assert result["seen_acc"][best] == 1.0 and result["unseen_rate"][best] == 1.0 and result["balance"][best] == 1.0
     assert result["unseen_rate"][0] == 0.0 and result["seen_acc"][0] == 1.0     # penalty 0: nothing unseen
-    assert result["seen_acc"][-1] == 0.0                                         # beyond every gap: nothing seen
+    assert result["penalties"][0] == 0.0                                         # no gap below 0: no boost tried
+    assert result["seen_acc"][-1] == 0.0 and result["unseen_share"][-1] == 1.0   # beyond every gap: nothing seen
+    assert result["unseen_share"][best] == pytest.approx(32 / 96) and result["best_at_edge"] is False
+
+
+def test_held_out_calibration_selects_a_negative_penalty_without_unseen_labels():
+    samples = []
+    for seed in range(2):
+        labels = torch.randint(0, S + U, (6, 8), generator=torch.Generator().manual_seed(seed))
+        training_form = torch.where(labels >= S, torch.tensor(255), labels)   # unseen pixels ignored
+        image = torch.stack([labels.float(), torch.zeros(6, 8), torch.zeros(6, 8)])
+        samples.append({"image": image, "label": training_form})
+    loader = torch.utils.data.DataLoader(samples, batch_size=1)
+    result = held_out_calibration(GapModel(), loader, Info(), grid_size=5)
+    zero = result["penalties"].index(0.0)
+    assert result["seen_acc"][zero] == 0.0 and result["balance"][zero] == 0.0    # every seen pixel given to unseen
+    # boosting the seen classes wins back the seen pixels and keeps the ignored ones unseen
+    assert -7.0 < result["best_penalty"] <= -1.0 and result["balance"][result["best_index"]] == 1.0
+    assert result["best_at_edge"] is False
+    narrow = held_out_calibration(GapModel(), loader, Info(), [0.0, 2.0])
+    assert narrow["best_penalty"] == 0.0 and narrow["best_at_edge"] is True
 
 
 def test_images_with_unseen_lists_the_images_showing_an_unseen_class():

@@ -343,20 +343,25 @@ def test_block_source_keys_are_read_only_where_they_act():
                                           r"and st_mixed read it"):
         load_train_config("tutorial_pa3", ["schedules.step1.block_source=bank"])
     with pytest.raises(ConfigError, match=r"^schedules\.st_mixed\.bank_path: needed with block_source: bank"):
-        load_train_config("tutorial_pa3", ["schedules.st_mixed.block_source=bank"])
+        load_train_config("tutorial", ["model.patch_size=3", "schedules.st_mixed.block_source=bank"])
+    # with a patches section, bank_path null is the config's own bank
+    assert load_train_config("tutorial_pa3").schedule("st_mixed").bank_path is None
     with pytest.raises(ConfigError, match=r"^schedules\.mixed\.fuse_ratio: 2 would be ignored: block_source is pure"):
-        load_train_config("tutorial_pa3", ["schedules.mixed.fuse_ratio=2"])
+        load_train_config("tutorial_pa3", ["schedules.mixed.block_source=pure", "schedules.mixed.fuse_ratio=2"])
     with pytest.raises(ConfigError, match=r"^schedules\.mixed\.fuse_ratio: must be >= 0"):
-        load_train_config("tutorial_pa3", ["schedules.mixed.block_source=bank", "schedules.mixed.bank_path=b.pt",
-                                           "schedules.mixed.fuse_ratio=-1"])
-    config = load_train_config("voc12_pa3", ["schedules.mixed.block_source=pure", "schedules.mixed.bank_path=null"])
+        load_train_config("tutorial_pa3", ["schedules.mixed.bank_path=b.pt", "schedules.mixed.fuse_ratio=-1"])
+    config = load_train_config("voc12_pa3", ["schedules.mixed.block_source=pure"])
     assert config.schedule("mixed").block_source == "pure" and config.schedule("st_mixed").block_source == "bank"
 
 
-def test_tutorial_pa3_is_the_tutorial_with_two_changes():
+def test_tutorial_pa3_is_the_tutorial_made_patch_wise():
     tutorial, patch = to_dict(load_train_config("tutorial")), to_dict(load_train_config("tutorial_pa3"))
     assert patch["model"]["patch_size"] == 3 and patch["data"]["crop_size"] == 136
     tutorial["model"]["patch_size"], tutorial["data"]["crop_size"], tutorial["name"] = 3, 136, "tutorial_pa3"
+    for schedule in ("mixed", "st_mixed"):   # the blocks of the config's own bank (section patches)
+        assert patch["schedules"][schedule]["bank_path"] is None
+        tutorial["schedules"][schedule]["block_source"] = "bank"
+    assert patch.pop("patches") is not None and tutorial.pop("patches") is None
     assert patch == tutorial
 
 
@@ -428,3 +433,26 @@ def test_patch_setup_errors_are_one_line(tiny_train_overrides, tmp_path):
     message = str(info.value)
     assert message.startswith(f"schedules.mixed.bank_path: {bad}: label blocks: labels [99] outside the class range")
     assert "\n" not in message
+
+
+def test_bank_path_null_trains_on_the_configs_own_bank(tiny_train_overrides, tmp_path):
+    """``block_source: bank`` without a file: the engine builds the config's cached bank (section
+    ``patches``) and tiles its blocks; the run's recipe keeps ``bank_path: null``."""
+    from cagnet.patches import cached_bank_path
+    from cagnet.train.runs import read_jsonl
+
+    tiny_patches = ["patches.width=8", "patches.num_layers=2", "patches.epochs=1", "patches.batch_size=4",
+                    "patches.num_blocks=48", "patches.blocks_per_iteration=256", "patches.max_iterations=50",
+                    f"patches.cache_dir={tmp_path / 'banks'}"]
+    config = _patch_config(tiny_train_overrides, "schedules.step1.iterations=1", "schedules.mixed.iterations=2",
+                           "schedules.mixed.interval_step1=1", "schedules.mixed.interval_step2=1",
+                           "schedules.mixed.block_source=bank", *tiny_patches)
+    assert config.schedule("mixed").bank_path is None
+    bank = cached_bank_path(config)
+    assert not bank.exists()
+    train(config, "step1", tmp_path / "step1", progress=False, verbose=False)
+    result = train(config, "mixed", tmp_path / "mixed", progress=False, verbose=False,
+                   init_model=tmp_path / "step1" / "checkpoint.pt")
+    assert result.completed and bank.is_file()
+    assert [r["step"] for r in read_jsonl(tmp_path / "mixed" / "log.jsonl")] == ["step1", "step2"]
+    assert "bank_path: null" in (tmp_path / "mixed" / "config.yaml").read_text()

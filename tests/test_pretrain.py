@@ -2,6 +2,8 @@
 deterministic and cached, and every method starts from it through the original init layout."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 
 import numpy as np
@@ -11,11 +13,13 @@ import torch
 from cagnet.config import load_train_config
 from cagnet.data import synthetic
 from cagnet.data.pretraining import (PRETRAIN_COLOURS, PRETRAIN_PATTERNS, PretrainingSceneConfig,
-                                     benchmark_hue_margin, generate_pretraining_sample, hue_distance, hue_of_rgb)
+                                     benchmark_hue_margin, generate_pretraining_sample, hue_distance, hue_of_rgb,
+                                     illuminated_hue_margin)
+from cagnet.data.scenes import SceneLighting
 from cagnet.errors import ConfigError
 from cagnet.models import build_cagnet, load_checkpoint
 from cagnet.pretrain import (PRETRAINED, PretrainNet, cached_pretrained, ensure_pretrained, pretrain_backbone,
-                             pretrained_path, resolve_init_model)
+                             pretrained_path, recipe, resolve_init_model, scene_lighting)
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -51,6 +55,72 @@ def test_no_pretraining_colour_is_a_benchmark_colour():
         hues = np.array([hue_of_rgb(p) for p in vivid[::7]])
         distances = np.array([[hue_distance(h, b) for b in benchmark_hues] for h in hues]).min(1)
         assert np.quantile(distances, 0.05) > 8.0   # pixel noise moves a few hues only a little
+
+
+# Computed with the code as it was before scenes could be lit: plain scenes and the plain recipe are unchanged.
+PLAIN_SCENES_SHA256 = "8ddd8b9934efb89c8d414b5020c0bd2495fd5d940dcfdaf3b15ee874085a0700"
+PLAIN_TUTORIAL_BACKBONE = "deeplabv2_1-1-1-1_w8_09c02a5a3897.pt"
+LIT = dataclasses.replace(SCENES, lighting=synthetic.SyntheticConfig(appearance="scene").lighting)
+
+
+def test_plain_scenes_and_the_plain_recipe_are_unchanged():
+    digest = hashlib.sha256()
+    for index in range(4):
+        for array in generate_pretraining_sample(SCENES, index):
+            digest.update(array.tobytes())
+    assert digest.hexdigest() == PLAIN_SCENES_SHA256
+    plain = load_train_config("tutorial")
+    assert scene_lighting(plain) is None and "lighting" not in recipe(plain)
+    assert pretrained_path(plain).name == PLAIN_TUTORIAL_BACKBONE
+    assert recipe(load_train_config("tutorial", ["data.synthetic=null"])) == recipe(plain)
+
+
+def test_lit_scenes_are_the_plain_scenes_under_a_light():
+    image, patterns, colours = generate_pretraining_sample(LIT, 2)
+    plain_image, plain_patterns, plain_colours = generate_pretraining_sample(SCENES, 2)
+    np.testing.assert_array_equal(patterns, plain_patterns)
+    np.testing.assert_array_equal(colours, plain_colours)
+    assert np.abs(image.astype(int) - plain_image).mean() > 5
+    unlit = dataclasses.replace(SCENES, lighting=SceneLighting())
+    np.testing.assert_array_equal(generate_pretraining_sample(unlit, 2)[0], plain_image)
+
+
+def test_lit_pretraining_colours_stay_apart_from_the_benchmark_colours_under_the_same_light():
+    assert illuminated_hue_margin(SceneLighting()) == pytest.approx(benchmark_hue_margin())
+    assert illuminated_hue_margin(LIT.lighting) >= 10.0
+    assert illuminated_hue_margin(dataclasses.replace(LIT.lighting, illuminant_strength=1.5)) < 10.0  # the check bites
+
+
+def test_the_recipe_holds_the_benchmarks_scene_factor():
+    scene = load_train_config("tutorial", ["data.synthetic.appearance=scene"])
+    expected = synthetic.SyntheticConfig(appearance="scene").lighting
+    assert scene_lighting(scene) == expected
+    assert recipe(scene)["lighting"] == {"illuminant_strength": expected.illuminant_strength,
+                                         "shading_strength": expected.shading_strength,
+                                         "scale_range": list(expected.scale_range)}
+    plain = load_train_config("tutorial")
+    weaker = load_train_config("tutorial", ["data.synthetic.appearance=scene",
+                                            "data.synthetic.illuminant_strength=0.5"])
+    assert len({pretrained_path(c).name for c in (plain, scene, weaker)}) == 3
+    # the strengths of a plain benchmark are not used, so they do not change its backbone
+    assert recipe(load_train_config("tutorial", ["data.synthetic.illuminant_strength=0.5"])) == recipe(plain)
+
+
+def test_a_lit_benchmark_pretrains_on_lit_scenes(tiny_train_overrides, monkeypatch, tmp_path):
+    import cagnet.pretrain
+
+    drawn = []
+
+    def capture(scenes, progress=False):
+        drawn.append(scenes.lighting)
+        raise RuntimeError("scenes drawn")
+
+    monkeypatch.setattr(cagnet.pretrain, "generate_pretraining_set", capture)
+    lit = synthetic.SyntheticConfig(appearance="scene").lighting
+    for extra, expected in (("data.synthetic={appearance: scene}", lit), ("data.synthetic={}", None)):
+        with pytest.raises(RuntimeError, match="scenes drawn"):
+            pretrain_backbone(_config(tiny_train_overrides, extra), tmp_path / "backbone.pt", progress=False)
+        assert drawn[-1] == expected
 
 
 def test_the_benchmark_patterns_are_drawn_by_the_benchmark_code():

@@ -1,6 +1,7 @@
 """Tests of the embedded synthetic zero-shot segmentation benchmark."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cagnet.data import synthetic
+from cagnet.data import scenes, synthetic
 from cagnet.data.embeddings import glove_vectors
 from cagnet.data.pretraining import PretrainingSceneConfig
 from cagnet.data.synthetic import (
@@ -365,3 +366,199 @@ def test_count_ranges_become_tuples_or_a_one_line_error(make, name):
     assert make(objects=[1, 3]).objects == (1, 3) == make(objects=(1, 3)).objects
     with pytest.raises(ConfigError, match=rf"^{name} must be a \(min, max\) pair, got \(1,\)$"):
         make(objects=(1,))
+
+
+# ----------------------------------------------------------------------------- appearance: the scene factor
+# Hashes of the plain benchmark, computed with the generator as it was before scene factors existed:
+# the default appearance must keep every image bit for bit.
+PLAIN_SMALL_CONTENT_SHA256 = "4690869b8d80de5ab3cba819f01961566fac24bb3d37b1ac2deb25f8339ca377"
+PLAIN_SAMPLES_SHA256 = "2a2a1406ce46909b5e498d5df8404c2576833f14de5f0f297a08a7a39b31b281"
+PLAIN_SWATCHES_SHA256 = "c2766e47f29fb0a89dc6cbcbb6521c13434faa8dc72dd02c970c62aebd97b80d"
+SCENE = SyntheticConfig(seed=7, num_train=6, num_test=4, num_validation=3, image_size=48, appearance="scene")
+
+
+def samples_digest(config: SyntheticConfig) -> str:
+    digest = hashlib.sha256()
+    for split in ("train", "validation", "test"):
+        for index in range(3):
+            image, label = generate_sample(config, split, index)
+            digest.update(image.tobytes())
+            digest.update(label.tobytes())
+    return digest.hexdigest()
+
+
+def test_the_plain_default_output_is_unchanged(tmp_path):
+    assert SyntheticConfig().appearance == "plain"
+    root = build_synthetic_benchmark(tmp_path / "bench", SMALL, progress=False)
+    assert synthetic.benchmark_content_hash(root) == PLAIN_SMALL_CONTENT_SHA256
+    assert not (root / synthetic.SCENE_FACTORS_FILE).exists()
+    assert samples_digest(SyntheticConfig(seed=1, image_size=64)) == PLAIN_SAMPLES_SHA256
+    swatches = hashlib.sha256()
+    for label_id in range(16):
+        swatches.update(synthetic.render_class_swatch(label_id, size=32, seed=3).tobytes())
+    assert swatches.hexdigest() == PLAIN_SWATCHES_SHA256
+    # the scene strengths do not touch plain images
+    np.testing.assert_array_equal(generate_sample(SMALL, "test", 1)[0],
+                                  generate_sample(dataclasses.replace(SMALL, illuminant_strength=0.3), "test", 1)[0])
+
+
+def test_a_scene_image_is_the_plain_scene_under_a_light():
+    plain = SyntheticConfig(seed=1, image_size=64)
+    unlit = SyntheticConfig(seed=1, image_size=64, appearance="scene", illuminant_strength=0.0,
+                            shading_strength=0.0, scale_range=(1.0, 1.0))
+    assert samples_digest(unlit) == PLAIN_SAMPLES_SHA256        # strength 0 is the plain scene, bit for bit
+    lit = SyntheticConfig(seed=1, image_size=64, appearance="scene")
+    for split in ("train", "test"):
+        plain_image, plain_label = generate_sample(plain, split, 2)
+        image, label = generate_sample(lit, split, 2)
+        np.testing.assert_array_equal(label, plain_label)           # same regions and classes
+        assert np.abs(image.astype(int) - plain_image).mean() > 5   # seen under another light
+
+
+def test_the_neutral_grey_reveals_the_light():
+    """The grey around the patterns takes the illuminant's colour: log(R/B) of the grey pixels
+    of a lit image minus that of the same pixels unlit is the light's log(R/B) gain (a warmer
+    light, more mired, more red), whatever the classes."""
+    plain = SyntheticConfig(seed=4, image_size=64)
+    lit = SyntheticConfig(seed=4, image_size=64, appearance="scene", shading_strength=0.0, scale_range=(1, 1))
+    measured, expected = [], []
+    for index in range(8):
+        plain_image = generate_sample(plain, "test", index)[0].astype(float)
+        image = generate_sample(lit, "test", index)[0].astype(float)
+        grey = (plain_image.max(2) - plain_image.min(2)) < 20          # the neutral part of every pattern
+        lit_mean, plain_mean = image[grey].mean(0), plain_image[grey].mean(0)
+        measured.append(np.log(lit_mean[0] / lit_mean[2]) - np.log(plain_mean[0] / plain_mean[2]))
+        gains = synthetic.scene_factors(lit, "test", index).channel_gains()
+        expected.append(np.log(gains[0] / gains[2]))
+        assert np.sign(expected[-1]) == np.sign(synthetic.scene_factors(lit, "test", index).mired_shift)
+    np.testing.assert_allclose(measured, expected, atol=0.03)
+    assert np.ptp(expected) > 0.3
+
+
+def test_scene_factor_maps_hold_the_applied_values():
+    maps = synthetic.scene_factor_maps(SCENE, "test", 1)
+    factors = synthetic.scene_factors(SCENE, "test", 1)
+    assert maps.shape == (48, 48, 4) and maps.dtype == np.float32
+    for column, value in ((0, factors.log_brightness), (1, factors.mired_shift), (3, factors.log_scale)):
+        np.testing.assert_allclose(maps[..., column], value, rtol=1e-6)       # one light per scene
+    shading = maps[..., 2]
+    assert np.abs(shading).max() <= factors.shading_log_gain + 1e-6
+    assert np.ptp(shading) > 1.5 * factors.shading_log_gain                # a ramp across the image
+    # the values come from the image's own stream: the same for a plain benchmark (a placebo there)
+    np.testing.assert_array_equal(maps, synthetic.scene_factor_maps(dataclasses.replace(SCENE, appearance="plain"),
+                                                                    "test", 1))
+    assert not np.array_equal(maps, synthetic.scene_factor_maps(SCENE, "test", 2))
+
+
+def test_strengths_scale_one_draw_of_the_scene():
+    weaker = dataclasses.replace(SCENE, illuminant_strength=0.5, shading_strength=0.15)
+    weak = synthetic.scene_factors(weaker, "test", 0)
+    strong = synthetic.scene_factors(SCENE, "test", 0)
+    assert weak.log_brightness == pytest.approx(strong.log_brightness / 2)
+    assert weak.mired_shift == pytest.approx(strong.mired_shift / 2)
+    assert weak.shading_log_gain == pytest.approx(strong.shading_log_gain / 2)
+    assert weak.shading_angle == strong.shading_angle
+    default = SyntheticConfig(appearance="scene")
+    values = [synthetic.scene_factors(default, "train", i) for i in range(200)]
+    assert max(abs(v.mired_shift) for v in values) <= scenes.MIRED_RANGE
+    assert 0.75 - 1e-9 <= min(v.scale for v in values) < 0.8 and 1.25 < max(v.scale for v in values) <= 1.33 + 1e-9
+
+
+def test_warmer_light_raises_red_and_lowers_blue_as_wien_says():
+    gains = scenes.illuminant_gains(0.0, 60.0)
+    assert gains[0] > 1 and gains[1] == pytest.approx(1.0) and gains[2] < 1
+    # blue moves (1/450 - 1/540) / (1/540 - 1/610) = 1.74 times as far as red, in log
+    assert -np.log(gains[2]) / np.log(gains[0]) == pytest.approx(1.743, abs=0.01)
+    assert scenes.illuminant_gains(0.4, 0.0) == pytest.approx(np.exp(0.4))
+
+
+def test_classes_keep_their_colour_family_under_the_strongest_light():
+    margin, _ = synthetic.colour_family_margin(scenes.SceneLighting())
+    assert margin == pytest.approx(47.7, abs=0.1)                 # no light: red vs yellow
+    default = SyntheticConfig(appearance="scene")
+    margin, colour = synthetic.colour_family_margin(default.lighting)
+    assert margin >= synthetic.MIN_FAMILY_MARGIN, colour
+    # pixels: the most saturated pixels of each class region keep the class's colour family
+    base_hues = {name: scenes.hue_of_rgb(rgb) for name, rgb in COLOURS.items()}
+    for index in range(6):
+        image, label = generate_sample(dataclasses.replace(default, image_size=64), "test", index)
+        for label_id in np.unique(label):
+            region = image[label == label_id].astype(float)
+            vivid = region[(region.max(1) - region.min(1)) >= np.percentile(region.max(1) - region.min(1), 80)]
+            hue = scenes.hue_of_rgb(vivid.mean(0))
+            nearest = min(base_hues, key=lambda name: scenes.hue_distance(hue, base_hues[name]))
+            assert nearest == CLASS_ATTRIBUTES[label_id][0], (index, CLASS_NAMES[label_id], hue)
+    with pytest.raises(ConfigError, match=r"illuminant_strength=1.5 with shading_strength=1.0: under the strongest"):
+        SyntheticConfig(appearance="scene", illuminant_strength=1.5, shading_strength=1.0)
+    SyntheticConfig(illuminant_strength=1.5, shading_strength=1.0)   # plain: the strengths are not used
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"appearance": "foggy"}, "appearance must be one of plain, scene, got 'foggy'"),
+    ({"illuminant_strength": -0.1}, r"illuminant_strength must be a number in \[0, 1.5\]"),
+    ({"shading_strength": "strong"}, r"shading_strength must be a number"),
+    ({"scale_range": (1.5, 1.0)}, r"scale_range must satisfy 0.5 <= low <= high <= 2.0, got \[1.5, 1.0\]"),
+    ({"scale_range": 1.2}, r"SyntheticConfig.scale_range must be a \(low, high\) pair"),
+])
+def test_bad_appearance_values_are_one_line_errors(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        SyntheticConfig(**changes)
+
+
+def test_a_scene_benchmark_records_its_factor_and_is_another_dataset(tmp_path):
+    root = build_synthetic_benchmark(tmp_path / "bench", SCENE, progress=False)
+    metadata = json.loads((root / "benchmark.json").read_text())
+    assert metadata["config"]["appearance"] == "scene" and metadata["config"] == SCENE.to_dict()
+    assert metadata["appearance"] == {"mode": "scene", "factors": list(scenes.SCENE_FACTOR_NAMES),
+                                      "file": synthetic.SCENE_FACTORS_FILE}
+    assert metadata["content_sha256"] != PLAIN_SMALL_CONTENT_SHA256
+    recorded = synthetic.read_scene_factors(root)
+    assert [len(recorded[s]) for s in ("train", "validation", "test")] == [6, 3, 4]
+    assert recorded["test"][2] == synthetic.scene_factors(SCENE, "test", 2)   # exact: JSON floats round-trip
+    np.testing.assert_array_equal(np.asarray(Image.open(root / "images" / "val" / "test_00002.png")),
+                                  generate_sample(SCENE, "test", 2)[0])
+    # another strength is another dataset: rebuilt in place, not reused
+    stronger = dataclasses.replace(SCENE, illuminant_strength=0.5)
+    build_synthetic_benchmark(root, stronger, progress=False)
+    assert json.loads((root / "benchmark.json").read_text())["config"]["illuminant_strength"] == 0.5
+    assert verify_synthetic_benchmark(root)["content_sha256"] != metadata["content_sha256"]
+    # the plain benchmark has no factor file; a damaged one is a one-line error
+    plain = build_synthetic_benchmark(tmp_path / "plain", SMALL, progress=False)
+    with pytest.raises(DatasetError, match="scene_factors.json: not found"):
+        synthetic.read_scene_factors(plain)
+    (root / synthetic.SCENE_FACTORS_FILE).write_text('{"fields": ["x"]}')
+    with pytest.raises(DatasetError, match="scene_factors.json: not a scene factor file"):
+        synthetic.read_scene_factors(root)
+
+
+def test_cli_data_builds_a_scene_benchmark(tmp_path, capsys):
+    from cagnet.cli import main
+
+    root = tmp_path / "bench"
+    argv = ["data", "--root", str(root), "--num-train", "2", "--num-test", "2", "--num-validation", "1",
+            "--image-size", "40", "--no-progress", "--appearance", "scene"]
+    assert main(argv + ["--illuminant-strength", "0.5", "--scale-range", "0.8", "1.2"]) == 0
+    config = json.loads((root / "benchmark.json").read_text())["config"]
+    assert config["appearance"] == "scene" and config["illuminant_strength"] == 0.5
+    assert config["scale_range"] == [0.8, 1.2] and config["shading_strength"] == SyntheticConfig().shading_strength
+    capsys.readouterr()
+    assert main(argv[:-2] + ["--shading-strength", "0.2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --shading-strength: only used with --appearance scene"
+
+
+def test_figure_of_one_class_under_scenes():
+    from matplotlib.figure import Figure
+
+    from cagnet import viz
+
+    factors = [None] + [synthetic.scene_factors(SyntheticConfig(appearance="scene"), "test", i) for i in range(5)]
+    swatches = [synthetic.render_class_swatch(5, size=32, seed=1, factors=f) for f in factors]
+    np.testing.assert_array_equal(swatches[0], synthetic.render_class_swatch(5, size=32, seed=1))
+    assert not np.array_equal(swatches[1], swatches[0])
+    fig = viz.plot_class_under_scenes(swatches, factors, CLASS_NAMES[5])
+    assert isinstance(fig, Figure) and len(fig.axes) == 6
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("plain") and f"{factors[1].mired_shift:+.0f} mired" in titles[1]
+    assert "green_dotted" in fig.get_suptitle()
+    with pytest.raises(ValueError, match="one scene factor"):
+        viz.plot_class_under_scenes(swatches, factors[:2], CLASS_NAMES[5])

@@ -211,7 +211,8 @@ def save_label_blocks(path: str | Path, blocks: torch.Tensor, num_classes: int |
     """Write a bank of label blocks ``[B, s, s]`` (the module docstring's format); returns the path.
 
     The blocks are checked first (:func:`check_label_blocks`, class range when ``num_classes``
-    is given) and stored as ``uint8`` when every label is below 256, else ``int64``.
+    is given) and stored as ``uint8`` when every label is below 256, else ``int64``; written
+    atomically (:func:`cagnet.files.atomic_write`: a kill leaves the previous file or none).
     """
     path = Path(path)
     suffix = _bank_suffix(path)
@@ -219,12 +220,11 @@ def save_label_blocks(path: str | Path, blocks: torch.Tensor, num_classes: int |
     blocks = blocks.detach().cpu()
     small = blocks.numel() == 0 or (int(blocks.min()) >= 0 and int(blocks.max()) < 256)
     blocks = blocks.to(torch.uint8 if small else torch.int64).contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from cagnet.files import atomic_write
+
     if suffix == ".pt":
-        torch.save(blocks, path)
-    else:
-        np.save(path, blocks.numpy(), allow_pickle=False)
-    return path
+        return atomic_write(path, lambda stream: torch.save(blocks, stream))
+    return atomic_write(path, lambda stream: np.save(stream, blocks.numpy(), allow_pickle=False))
 
 
 def load_label_blocks(path: str | Path, num_classes: int | None = None, patch_size: int | None = None) -> torch.Tensor:

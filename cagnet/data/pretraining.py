@@ -23,6 +23,17 @@ unseen class such as ``red_dotted`` is new to the pretrained backbone. (This is 
 ImageNet is for Pascal-VOC: ImageNet shows sheep, trains and sofas, three of VOC's unseen
 classes.)
 
+When the benchmark has a scene factor (``appearance: scene``, :mod:`cagnet.data.scenes`),
+the pretraining scenes get the same one (``lighting``): each scene under its own light,
+shading and scale, drawn with the benchmark's strengths from a stream of its own, so that the
+backbone has seen lit scenes as an ImageNet backbone has seen photographs. The light changes
+what a colour looks like, not which colour is painted: no benchmark colour is painted, and
+under any one light every pretraining colour stays at least 10 degrees of hue from every
+benchmark colour under that light at the benchmark's default strength
+(:func:`illuminated_hue_margin`). Across two different lights raw hues do meet (a pretraining
+colour under one light can have the hue of a benchmark colour under another); what no
+pretraining scene shows is a benchmark colour next to the grey of its own light.
+
 Images depend only on (seed, index), as the benchmark's do.
 """
 from __future__ import annotations
@@ -34,7 +45,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from cagnet.data import synthetic
-from cagnet.data.scenes import NEUTRAL_GREY, count_range, object_mask, pattern_mask, stuff_regions
+from cagnet.data.scenes import (MIRED_RANGE, NEUTRAL_GREY, SceneLighting, count_range, draw_scene_factors,
+                                 hue_distance, hue_of_rgb, illuminant_gains, object_mask, pattern_mask,
+                                 stuff_regions)
 from cagnet.errors import ConfigError
 
 #: Pretraining colour words and their hues (degrees); saturation / value are drawn per region.
@@ -53,22 +66,30 @@ PRETRAIN_PATTERNS: tuple[str, ...] = synthetic.PATTERNS + ("grid", "rings", "zig
 _COLOUR_NAMES = tuple(PRETRAIN_COLOURS)
 
 
-def hue_of_rgb(rgb) -> float:
-    """Hue in degrees [0, 360) of an RGB triple (0-255)."""
-    r, g, b = (float(c) / 255.0 for c in rgb)
-    return 360.0 * colorsys.rgb_to_hsv(r, g, b)[0]
-
-
-def hue_distance(a: float, b: float) -> float:
-    """Distance of two hues on the colour circle, degrees in [0, 180]."""
-    d = abs(a - b) % 360.0
-    return min(d, 360.0 - d)
-
-
 def benchmark_hue_margin() -> float:
     """Smallest hue distance between a pretraining colour (jitter included) and a benchmark colour."""
     bench = [hue_of_rgb(rgb) for rgb in synthetic.COLOURS.values()]
     return min(hue_distance(h, b) for h in PRETRAIN_COLOURS.values() for b in bench) - HUE_JITTER
+
+
+def illuminated_hue_margin(lighting: SceneLighting) -> float:
+    """Smallest hue distance, in degrees, between a pretraining colour and a benchmark colour
+    seen under the same light, over the colour temperatures of ``lighting`` (the brightness
+    changes no hue until a channel clips). Pretraining colours at both ends of their hue
+    jitter, saturation and value ranges; benchmark colours at their base RGB."""
+    worst = math.inf
+    for shift in np.linspace(-1.0, 1.0, 9) * MIRED_RANGE * lighting.illuminant_strength:
+        gains = illuminant_gains(0.0, float(shift))
+        bench = [hue_of_rgb(np.clip(np.asarray(rgb) * gains, 0, 255)) for rgb in synthetic.COLOURS.values()]
+        for hue in PRETRAIN_COLOURS.values():
+            for jitter in (-HUE_JITTER, HUE_JITTER):
+                for saturation in (0.6, 0.9):
+                    for value in (0.7, 0.95):
+                        painted = colorsys.hsv_to_rgb(((hue + jitter) % 360.0) / 360.0, saturation, value)
+                        rgb = 255.0 * np.asarray(painted)
+                        lit = hue_of_rgb(np.clip(rgb * gains, 0, 255))
+                        worst = min(worst, min(hue_distance(lit, b) for b in bench))
+    return float(worst)
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,9 @@ class PretrainingSceneConfig:
         num_images: number of scenes.
         image_size: side of the square scenes (patterns scale as in the benchmark's 128 px images).
         regions: (min, max) "stuff" regions per scene; objects: (min, max) objects on top.
+        pixel_noise: standard deviation of the per-pixel Gaussian noise.
+        lighting: the scene factor's strengths (None: plain scenes, no light or scale factor);
+            scene ``i``'s factor comes from the stream (seed, 7, i, 1).
     """
 
     seed: int = 0
@@ -88,6 +112,7 @@ class PretrainingSceneConfig:
     regions: tuple[int, int] = (2, 3)
     objects: tuple[int, int] = (1, 3)
     pixel_noise: float = 6.0
+    lighting: SceneLighting | None = None
 
     def __post_init__(self) -> None:
         for name in ("regions", "objects"):
@@ -98,6 +123,8 @@ class PretrainingSceneConfig:
         if not 1 <= self.regions[0] <= self.regions[1] <= 4 or not 0 <= self.objects[0] <= self.objects[1] <= 5:
             raise ConfigError(f"pretraining.regions must be within 1..4 and objects within 0..5, got "
                               f"{self.regions}, {self.objects}")
+        if self.lighting is not None and not isinstance(self.lighting, SceneLighting):
+            raise ConfigError(f"pretraining.lighting must be a SceneLighting or None, got {self.lighting!r}")
 
 
 def _extra_pattern(rng: np.random.Generator, pattern: str, yy: np.ndarray, xx: np.ndarray,
@@ -178,7 +205,11 @@ def generate_pretraining_sample(config: PretrainingSceneConfig, index: int) -> t
     region = stuff_regions(rng, yy / size, xx / size, n_stuff)
     for k in range(n_objects):
         region[object_mask(rng, yy, xx, size)] = n_stuff + k
-    scale = size / 128.0
+    factors = None
+    if config.lighting is not None:  # its own stream: the layout, colours and patterns stay those of the plain scene
+        factors = draw_scene_factors(np.random.default_rng([config.seed, 7, index, synthetic.SCENE_STREAM]),
+                                     config.lighting)
+    scale = size / 128.0 * (factors.scale if factors is not None else 1.0)
     grey = rng.uniform(NEUTRAL_GREY - 15, NEUTRAL_GREY + 15)
     image = np.zeros((size, size, 3), dtype=np.float64)
     patterns = np.zeros(count, dtype=np.uint8)
@@ -193,6 +224,8 @@ def generate_pretraining_sample(config: PretrainingSceneConfig, index: int) -> t
         neutral = grey + rng.normal(0.0, 4.0, 3)
         coverage = pattern_coverage(rng, PRETRAIN_PATTERNS[pattern_id], yy, xx, scale)[..., None]
         image[inside] = (coverage * colour + (1.0 - coverage) * neutral)[inside]
+    if factors is not None:
+        image = factors.illuminate(image, yy / size, xx / size)
     image += rng.normal(0.0, config.pixel_noise, image.shape)
     return (np.clip(np.rint(image), 0, 255).astype(np.uint8), patterns[region], colours[region])
 

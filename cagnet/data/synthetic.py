@@ -29,6 +29,23 @@ Gaussian noise. Training scenes draw unseen classes less often (their pixels are
 the training loader, as in the original); every test scene contains at least one seen and one
 unseen class.
 
+Appearance
+----------
+``appearance: plain`` (the default) paints each region as above and nothing else varies with
+the scene, so a class looks the same in every image up to its region's own tint.
+``appearance: scene`` puts the whole scene under one light and at one camera distance
+(:mod:`cagnet.data.scenes`, "Scene factor"): an illuminant shared by every region (brightness
+and colour temperature, visible in the neutral grey around every pattern), a shading ramp
+across the image and a scale that changes every pattern's period together, with the strengths
+``illuminant_strength``, ``shading_strength`` and ``scale_range``. A pixel's appearance then
+depends on its context as in a photograph, which is the premise of CaGNet's contextual module,
+while the class stays recognisable: under the strongest light every class colour's hue stays
+nearer its own colour's than any other's by :data:`MIN_FAMILY_MARGIN` degrees
+(:func:`colour_family_margin`). The factor of an image comes from its own random stream, so a
+``scene`` image is the ``plain`` image of the same (seed, split, index) (same regions, classes,
+tints and pattern draws) under a light and a scale; :func:`scene_factor_maps` gives its
+per-pixel values, and a ``scene`` benchmark folder records them in ``scene_factors.json``.
+
 Splits: ``train`` (400 images), ``validation`` (150) and ``test`` (150). Validation scenes are
 drawn like test scenes but from their own random stream: recipes, calibrations and every other
 choice are made on them, and the test split is only used for the reported tables.
@@ -50,8 +67,10 @@ configuration writes byte-identical files (``benchmark.json`` records a hash of 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -63,12 +82,21 @@ from PIL import Image
 
 from cagnet.data.embeddings import GLOVE_DIM, glove_class_embeddings
 from cagnet.errors import ConfigError, DatasetError
-from cagnet.data.scenes import NEUTRAL_GREY, count_range, object_mask, pattern_mask, stuff_regions
+from cagnet.data.scenes import (BRIGHTNESS_LOG_RANGE, MIRED_RANGE, NEUTRAL_GREY, SCENE_FACTOR_NAMES, SceneFactors,
+                                 SceneLighting, check_lighting_values, count_range, draw_scene_factors, float_range,
+                                 hue_distance, hue_of_rgb, illuminant_gains, object_mask, pattern_mask, stuff_regions)
 from cagnet.files import project_root
 
 FORMAT_NAME = "cagnet-synthetic"
 FORMAT_VERSION = 2
 BENCHMARK_FILE = "benchmark.json"
+#: Per-image scene factor values of a ``scene`` benchmark (:func:`read_scene_factors`).
+SCENE_FACTORS_FILE = "scene_factors.json"
+#: Appearance modes (:class:`SyntheticConfig`, module docstring "Appearance").
+APPEARANCES: tuple[str, ...] = ("plain", "scene")
+#: Smallest accepted hue margin (degrees) of the class colours under the strongest light
+#: (:func:`colour_family_margin`).
+MIN_FAMILY_MARGIN = 10.0
 
 #: Colour words and their base RGB values (the class colour of the pattern's foreground).
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -96,6 +124,8 @@ SEEN_IDS: tuple[int, ...] = tuple(i for i in range(len(CLASS_NAMES)) if i not in
 _SPLIT_DIRS = {"train": "train", "validation": "validation", "test": "val"}
 #: Stream code of each split in the per-image seed (2 is taken by the class swatches).
 _SPLIT_CODES = {"train": 0, "test": 1, "validation": 3}
+#: Last entry of the seed of an image's scene factor stream ((seed, split code, index, 1)).
+SCENE_STREAM = 1
 
 
 def class_colour(label_id: int) -> str:
@@ -142,6 +172,13 @@ class SyntheticConfig:
             training scenes (0 = training images never contain unseen classes).
         colour_jitter: standard deviation of the per-region RGB tint.
         pixel_noise: standard deviation of the per-pixel Gaussian noise.
+        appearance: ``plain`` (regions look the same in every scene) or ``scene`` (a scene
+            factor: illuminant, shading and scale shared by the image's regions; module
+            docstring "Appearance"). The three strengths below are used by ``scene`` only.
+        illuminant_strength: brightness and colour temperature range of the scene light
+            (:class:`cagnet.data.scenes.SceneLighting`; 1: gains 0.67-1.49, +-60 mired).
+        shading_strength: largest log gain of the shading ramp across the image.
+        scale_range: (low, high) of the factor on every pattern's period of a scene.
     """
 
     seed: int = 0
@@ -154,10 +191,15 @@ class SyntheticConfig:
     train_unseen_weight: float = 0.5
     colour_jitter: float = 10.0
     pixel_noise: float = 6.0
+    appearance: str = "plain"
+    illuminant_strength: float = 1.0
+    shading_strength: float = 0.3
+    scale_range: tuple[float, float] = (0.75, 1.33)
 
     def __post_init__(self) -> None:
         for name in ("background_regions", "objects"):
             object.__setattr__(self, name, count_range(getattr(self, name), f"SyntheticConfig.{name}"))
+        object.__setattr__(self, "scale_range", float_range(self.scale_range, "SyntheticConfig.scale_range"))
         for name in ("seed", "num_train", "num_test", "num_validation", "image_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -181,6 +223,22 @@ class SyntheticConfig:
             raise ConfigError(f"SyntheticConfig.train_unseen_weight must be in [0, 1], got {self.train_unseen_weight}")
         if self.colour_jitter < 0 or self.pixel_noise < 0:
             raise ConfigError("SyntheticConfig.colour_jitter and pixel_noise must be >= 0")
+        if self.appearance not in APPEARANCES:
+            raise ConfigError(f"SyntheticConfig.appearance must be one of {', '.join(APPEARANCES)}, "
+                              f"got {self.appearance!r}")
+        check_lighting_values(self.illuminant_strength, self.shading_strength, self.scale_range, "SyntheticConfig.")
+        if self.appearance == "scene":
+            margin, colour = colour_family_margin(self.lighting)
+            if margin < MIN_FAMILY_MARGIN:
+                raise ConfigError(f"SyntheticConfig.illuminant_strength={self.illuminant_strength} with "
+                                  f"shading_strength={self.shading_strength}: under the strongest light "
+                                  f"{colour}'s hue is {margin:.1f} degrees nearer its own colour's than another's "
+                                  f"(needs >= {MIN_FAMILY_MARGIN}; lower the strengths)")
+
+    @property
+    def lighting(self) -> SceneLighting:
+        """The scene factor strengths (drawn for every image; applied when ``appearance`` is ``scene``)."""
+        return SceneLighting(self.illuminant_strength, self.shading_strength, self.scale_range)
 
     def to_dict(self) -> dict:
         """JSON-compatible dict (tuples as lists)."""
@@ -215,6 +273,61 @@ def default_data_root() -> Path:
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """Generator of one image: depends only on (seed, split, index)."""
     return np.random.default_rng([seed, _SPLIT_CODES[split], index])
+
+
+@functools.lru_cache(maxsize=64)
+def colour_family_margin(lighting: SceneLighting) -> tuple[float, str]:
+    """How far the strongest light of ``lighting`` can move a class colour towards another.
+
+    Every class colour (at both ends of its per-region brightness 0.85-1.1) is lit by the
+    corners and edges of the illuminant range (brightness, colour temperature and the shading
+    ramp's ends; channels clipped at 255 as in the images); its hue must stay nearer its own
+    colour's hue than any other benchmark colour's. Returns ``(margin, colour)``: the smallest
+    ``distance to the nearest other colour's hue - distance to its own``, in degrees, and the
+    colour where it occurs (no light: 47.7 degrees, red and yellow). Cached per ``lighting``.
+    """
+    hues = {name: hue_of_rgb(rgb) for name, rgb in COLOURS.items()}
+    steps = np.linspace(-1.0, 1.0, 5)
+    worst, where = math.inf, ""
+    for name, rgb in COLOURS.items():
+        for tint in (0.85, 1.1):
+            for brightness in steps:
+                for temperature in steps:
+                    for shading in (-lighting.shading_strength, 0.0, lighting.shading_strength):
+                        gains = illuminant_gains(BRIGHTNESS_LOG_RANGE * lighting.illuminant_strength * brightness
+                                                 + shading, MIRED_RANGE * lighting.illuminant_strength * temperature)
+                        hue = hue_of_rgb(np.clip(np.asarray(rgb) * tint * gains, 0, 255))
+                        margin = (min(hue_distance(hue, hues[other]) for other in hues if other != name)
+                                  - hue_distance(hue, hues[name]))
+                        if margin < worst:
+                            worst, where = margin, name
+    return float(worst), where
+
+
+def scene_factors(config: SyntheticConfig, split: str, index: int) -> SceneFactors:
+    """The scene factor of image ``index`` of ``split`` under ``config``'s strengths, from the
+    image's own stream (seed, split, index, :data:`SCENE_STREAM`).
+
+    A ``scene`` benchmark applies it; a ``plain`` one draws the same values and does not use
+    them (its images do not depend on them: on plain images they are a placebo).
+    """
+    if split not in _SPLIT_CODES:
+        raise ConfigError(f"split must be one of {', '.join(_SPLIT_CODES)}, got {split!r}")
+    rng = np.random.default_rng([config.seed, _SPLIT_CODES[split], index, SCENE_STREAM])
+    return draw_scene_factors(rng, config.lighting)
+
+
+def _unit_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised pixel-centre coordinates (yy, xx) [size, size] in (0, 1)."""
+    coords = (np.arange(size, dtype=np.float64) + 0.5) / size
+    return np.meshgrid(coords, coords, indexing="ij")
+
+
+def scene_factor_maps(config: SyntheticConfig, split: str, index: int) -> np.ndarray:
+    """Per-pixel scene factor values of an image, float32 [S, S, F] (S = ``image_size``;
+    columns :data:`cagnet.data.scenes.SCENE_FACTOR_NAMES`): the values :func:`generate_sample`
+    applies under ``appearance: scene``, and the unused (placebo) values of a ``plain`` image."""
+    return scene_factors(config, split, index).maps(*_unit_grid(config.image_size))
 
 
 def _scene_classes(rng: np.random.Generator, split: str, count: int, config: SyntheticConfig) -> list[int]:
@@ -266,13 +379,16 @@ def generate_sample(config: SyntheticConfig, split: str, index: int) -> tuple[np
     else:  # pragma: no cover - a valid layout is found within a few tries
         raise DatasetError(f"could not draw a valid {split} scene {index} with {config}")
 
-    scale = size / 128.0
+    factors = scene_factors(config, split, index) if config.appearance == "scene" else None
+    scale = size / 128.0 * (factors.scale if factors is not None else 1.0)
     grey = rng.uniform(NEUTRAL_GREY - 15, NEUTRAL_GREY + 15)
     image = np.zeros((size, size, 3), dtype=np.float64)
     for k, label_id in enumerate(classes):
         inside = region == k
         if inside.any():
             image[inside] = _paint_class(rng, label_id, yy, xx, scale, grey, config.colour_jitter)[inside]
+    if factors is not None:
+        image = factors.illuminate(image, nyy, nxx)   # the light falls on the paint; the sensor noise comes after
     image += rng.normal(0.0, config.pixel_noise, image.shape)
     label = np.asarray(classes, dtype=np.uint8)[region]
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
@@ -290,17 +406,22 @@ def _paint_class(rng: np.random.Generator, label_id: int, yy: np.ndarray, xx: np
     return coverage * colour + (1.0 - coverage) * neutral
 
 
-def render_class_swatch(label_id: int, size: int = 64, seed: int = 0, config: SyntheticConfig | None = None) -> np.ndarray:
+def render_class_swatch(label_id: int, size: int = 64, seed: int = 0, config: SyntheticConfig | None = None,
+                        factors: SceneFactors | None = None) -> np.ndarray:
     """A square of one class's texture as it appears in the scenes (random orientation,
     period and tint drawn from ``seed``), uint8 [size, size, 3]; patterns are scaled as in
-    images of ``config.image_size`` pixels."""
+    images of ``config.image_size`` pixels. With ``factors`` the square is seen under that
+    scene's light and scale (the same texture draws otherwise: one class under several scenes)."""
     if not 0 <= label_id < len(CLASS_NAMES):
         raise ConfigError(f"label id must be in 0..{len(CLASS_NAMES) - 1}, got {label_id}")
     config = SyntheticConfig() if config is None else config
     rng = np.random.default_rng([seed, 2, label_id])
     coords = np.arange(size, dtype=np.float64) + 0.5
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    swatch = _paint_class(rng, label_id, yy, xx, config.image_size / 128.0, NEUTRAL_GREY, config.colour_jitter)
+    scale = config.image_size / 128.0 * (factors.scale if factors is not None else 1.0)
+    swatch = _paint_class(rng, label_id, yy, xx, scale, NEUTRAL_GREY, config.colour_jitter)
+    if factors is not None:
+        swatch = factors.illuminate(swatch, *_unit_grid(size))
     swatch += rng.normal(0.0, config.pixel_noise, swatch.shape)
     return np.clip(np.rint(swatch), 0, 255).astype(np.uint8)
 
@@ -355,6 +476,12 @@ def _write_benchmark(root: Path, config: SyntheticConfig, progress: bool) -> Non
         pixel_counts[split] += np.bincount(label.ravel(), minlength=num_labels)[:num_labels]
         lists[split].append(f"annotations/{folder}/{sample_id}.png")
 
+    if config.appearance == "scene":
+        factor_rows = {split: [list(dataclasses.astuple(scene_factors(config, split, i))) for i in range(counts[split])]
+                       for split in _SPLIT_DIRS}
+        with open(root / SCENE_FACTORS_FILE, "w", encoding="utf-8", newline="\n") as fh:
+            json.dump({"fields": [f.name for f in dataclasses.fields(SceneFactors)], **factor_rows}, fh)
+            fh.write("\n")
     with open(root / "labels_refined.txt", "w", encoding="utf-8", newline="\n") as fh:
         fh.writelines(f"{i}\t{name}\n" for i, name in enumerate(CLASS_NAMES))
     np.save(root / "split" / "seen_cls.npy", np.asarray(SEEN_IDS, dtype=np.int64), allow_pickle=False)
@@ -381,6 +508,11 @@ def _write_benchmark(root: Path, config: SyntheticConfig, progress: bool) -> Non
             "composition": "[colour word ; pattern word], rows L2-normalised",
             "dim": 2 * GLOVE_DIM,
         },
+        "appearance": {
+            "mode": config.appearance,
+            "factors": list(SCENE_FACTOR_NAMES) if config.appearance == "scene" else [],
+            "file": SCENE_FACTORS_FILE if config.appearance == "scene" else None,
+        },
         "content_sha256": benchmark_content_hash(root),
         "complete": True,
     }
@@ -399,6 +531,23 @@ def read_benchmark_metadata(root: str | os.PathLike) -> dict | None:
     return metadata if isinstance(metadata, dict) else None
 
 
+def read_scene_factors(root: str | os.PathLike) -> dict[str, list[SceneFactors]]:
+    """The scene factor of every image of a ``scene`` benchmark folder, per split, in image
+    order (per-pixel values: ``factors.maps(yy, xx)`` on normalised coordinates). A missing
+    or malformed file is a :class:`DatasetError` naming it."""
+    path = Path(root) / SCENE_FACTORS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        fields = [f.name for f in dataclasses.fields(SceneFactors)]
+        if data["fields"] != fields:
+            raise ValueError(f"fields {data['fields']} (expected {fields})")
+        return {split: [SceneFactors(*(float(v) for v in row)) for row in data[split]] for split in _SPLIT_DIRS}
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: not found (only an appearance: scene benchmark has scene factors)") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DatasetError(f"{path}: not a scene factor file ({err})") from None
+
+
 def _is_reusable(root: Path, config: SyntheticConfig) -> bool:
     """True when ``root`` holds a complete benchmark of this format and configuration whose
     files all exist (contents are not re-hashed; see :func:`verify_synthetic_benchmark`)."""
@@ -409,6 +558,8 @@ def _is_reusable(root: Path, config: SyntheticConfig) -> bool:
         return False
     fixed = ["labels_refined.txt", "split/seen_cls.npy", "split/novel_cls.npy", "split/train_list.npy",
              "split/test_list.npy", "split/validation_list.npy", "word_vectors/glove.npy"]
+    if config.appearance == "scene":
+        fixed.append(SCENE_FACTORS_FILE)
     if not all((root / name).is_file() for name in fixed):
         return False
     for split, folder in _SPLIT_DIRS.items():

@@ -205,7 +205,8 @@ class Trainer:
         # patch-wise step 2 (model.patch_size > 1): the crop's grid and the block bank are
         # checked (one-line errors) before the run folder is touched
         self.block_source = steps.step2_block_source(cfg, self.schedule_name, self.model,
-                                                     info.num_seen + info.num_unseen, device)
+                                                     info.num_seen + info.num_unseen, device,
+                                                     bank_path=self._cached_bank())
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.out_dir / ckpt.CHECKPOINT_NAME
@@ -341,6 +342,23 @@ class Trainer:
         if records and records[-1].get("iteration") == self.iteration:
             return records[-1]
         return None
+
+    def _cached_bank(self) -> str | None:
+        """The config's own bank (:func:`cagnet.patches.ensure_bank`: built by the main process
+        when missing) when this schedule tiles blocks of a bank with ``bank_path: null``; else None.
+        The run's recipe keeps ``bank_path: null``: the ``patches`` section and the dataset in it
+        decide the bank."""
+        from cagnet.config import SCHEDULE_KEYS_READ_BY
+
+        sched, cfg = self.schedule, self.config
+        if (cfg.model.patch_size == 1 or self.schedule_name not in SCHEDULE_KEYS_READ_BY["block_source"]
+                or sched.block_source != "bank" or sched.bank_path is not None or cfg.patches is None):
+            return None
+        from cagnet.patches import cached_bank_path, ensure_bank
+
+        path = ensure_bank(cfg, progress=self.progress) if self.ctx.is_main else None
+        barrier(self.ctx)
+        return str(path if path is not None else cached_bank_path(cfg))
 
     def _load_initial_weights(self, init_model) -> None:
         from cagnet.pretrain import PRETRAINED, ensure_pretrained, pretrained_path

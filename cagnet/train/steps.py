@@ -356,7 +356,7 @@ def step2(parts: TrainedParts, batch_size: int, grid: tuple[int, int], prior: to
 
 
 def step2_block_source(config, schedule: str, model: nn.Module, num_classes: int,
-                       device: torch.device | str = "cpu") -> BlockSource | None:
+                       device: torch.device | str = "cpu", bank_path: str | None = None) -> BlockSource | None:
     """The label-block source of a schedule's patch-wise step 2, on ``device``; None when the
     model is pixel-wise or the schedule runs no step 2.
 
@@ -369,6 +369,8 @@ def step2_block_source(config, schedule: str, model: nn.Module, num_classes: int
     Args:
         config: the :class:`~cagnet.config.TrainConfig`.
         num_classes: S + U.
+        bank_path: the bank to read when the schedule's ``bank_path`` is null (the config's own
+            cached bank, :func:`cagnet.patches.ensure_bank`; the engine builds it).
     """
     from cagnet.config import SCHEDULE_KEYS_READ_BY
     from cagnet.data.blocks import load_label_blocks
@@ -384,11 +386,12 @@ def step2_block_source(config, schedule: str, model: nn.Module, num_classes: int
     if section.block_source == "pure":
         source = BlockSource(patch_size)
     else:
-        if section.bank_path is None:
+        path = section.bank_path or bank_path
+        if path is None:
             raise ConfigError(f"{prefix}.bank_path: needed with block_source: bank")
         try:
-            bank = load_label_blocks(section.bank_path, num_classes, patch_size)
-            source = BlockSource(patch_size, bank, section.fuse_ratio, name=str(section.bank_path))
+            bank = load_label_blocks(path, num_classes, patch_size)
+            source = BlockSource(patch_size, bank, section.fuse_ratio, name=str(path))
             source.check_grid(grid)
         except DatasetError as err:
             raise DatasetError(f"{prefix}.bank_path: {err}") from None

@@ -17,7 +17,8 @@ Modules
 ``masks``        the class palette, label maps as colours, overlays on images, hatching
 ``legends``      the marking of unseen classes, class legends that fit their figure, the width limit
 ``error_maps``   the kind of mistake at each pixel (seen / unseen confusions), in fixed colours
-``dataset``      sample grids, class pixel shares, embedding similarities, class swatches
+``dataset``      sample grids, class pixel shares, embedding similarities, class swatches, a class under scenes
+``blocks``       mosaics of small label blocks (CaGNetv2's bank of label blocks)
 ``features``     maps on the feature grid, many channels as colour, receptive fields, feature projections
 ``training``     training curves, a run's losses and scores, predictions of a run, step-2 class priors and label maps
 ``evaluation``   overlays with legends, confusion heatmap, per-class IoU, calibration sweep, prediction panels
@@ -30,7 +31,9 @@ and :func:`cagnet.analysis.moving_average`, :func:`cagnet.metrics.per_image_iou`
 from cagnet.viz.error_maps import (ERROR_CATEGORIES, ERROR_COLOURS, error_categories, error_legend_handles, error_map,
                                    error_shares)
 from cagnet.viz.legends import MAX_FIGURE_WIDTH, UNSEEN_MARK, UNSEEN_NOTE, unseen_label
-from cagnet.viz.dataset import plot_class_pixel_stats, plot_class_swatches, plot_embedding_similarity, plot_samples
+from cagnet.viz.dataset import (plot_class_pixel_stats, plot_class_swatches, plot_class_under_scenes,
+                                plot_embedding_similarity, plot_samples)
+from cagnet.viz.blocks import label_block_mosaic, plot_label_blocks
 from cagnet.viz.evaluation import (overlay_with_legend, plot_calibration_sweep, plot_class_iou, plot_confusion_matrix,
                                    plot_method_panels)
 from cagnet.viz.features import channels_to_rgb, plot_feature_projection, plot_receptive_fields, plot_spatial_maps
@@ -42,7 +45,9 @@ from cagnet.viz.training import (LOSS_PANELS, plot_class_prior, plot_eval_curves
 
 
 __all__ = [
-    "plot_class_pixel_stats", "plot_class_swatches", "plot_embedding_similarity", "plot_samples",
+    "plot_class_pixel_stats", "plot_class_swatches", "plot_class_under_scenes", "plot_embedding_similarity",
+    "plot_samples",
+    "label_block_mosaic", "plot_label_blocks",
     "overlay_with_legend", "plot_calibration_sweep", "plot_class_iou", "plot_confusion_matrix", "plot_method_panels",
     "channels_to_rgb", "plot_feature_projection", "plot_receptive_fields", "plot_spatial_maps",
     "COLOUR_WORDS", "IGNORE_COLOUR", "class_palette", "colorize_mask", "colour_word", "hatch", "overlay_mask",

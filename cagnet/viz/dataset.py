@@ -1,5 +1,5 @@
 """Figures of a dataset: sample grids with label overlays, class pixel shares, similarities of
-the class embeddings, one swatch per class."""
+the class embeddings, one swatch per class, one class under several scenes."""
 from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
@@ -157,4 +157,36 @@ def plot_class_swatches(swatches: Sequence[np.ndarray], class_names: Sequence[st
         ax.set_title(unseen_label(name, i in unseen_ids), fontsize=9)
     if unseen_ids:
         fig.suptitle("* = unseen class", fontsize=9)
+    return fig
+
+
+def plot_class_under_scenes(swatches: Sequence[np.ndarray], factors: Sequence, class_name: str,
+                            unseen: bool = False, ncols: int = 6) -> Figure:
+    """One class seen under several scenes: ``swatches[i]`` uint8 [H, W, 3] is the class's
+    texture under the scene factor ``factors[i]`` (a :class:`cagnet.data.scenes.SceneFactors`,
+    or None for the plain texture), e.g. from
+    :func:`cagnet.data.synthetic.render_class_swatch` with ``factors``. Each panel is titled
+    with its light (brightness gain, colour temperature shift in mired), shading and pattern
+    scale; the neutral grey around the pattern shows the light. The figure has
+    ``len(swatches)`` axes.
+    """
+    if len(swatches) != len(factors) or not len(swatches):
+        raise ValueError(f"need one scene factor (or None) per swatch, got {len(swatches)} and {len(factors)}")
+    ncols = max(1, min(ncols, len(swatches)))
+    nrows = -(-len(swatches) // ncols)
+    side = min(2.2, (MAX_FIGURE_WIDTH - 0.3) / ncols)
+    fig = Figure(figsize=(side * ncols, (side + 0.45) * nrows + 0.3), layout="constrained")
+    for i, (swatch, factor) in enumerate(zip(swatches, factors)):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.imshow(swatch)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if factor is None:
+            title = "plain\n(no scene factor)"
+        else:
+            title = (f"light x{np.exp(factor.log_brightness):.2f}, {factor.mired_shift:+.0f} mired\n"
+                     f"shading +-{factor.shading_log_gain:.2f}, scale x{factor.scale:.2f}")
+        ax.set_title(title, fontsize=8)
+    fig.suptitle(f"{unseen_label(class_name, unseen)} under different scenes"
+                 + (" (* = unseen class)" if unseen else ""), fontsize=10)
     return fig
