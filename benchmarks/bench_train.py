@@ -10,6 +10,9 @@ peak memory is per run):
               on the CPU (default 161 px, batch 2) - the class counts and word embeddings are the
               embedded benchmark's (12 + 4 classes, 100-d), which changes only the generator's
               input width and the classifier's output count.
+``voc12_pa3`` CaGNetv2's step 1 on the same architecture (``voc12_pa3`` config: the 3x3 patch
+              classifier on every real and fake feature map), at the original crop 376 and batch 4
+              on a GPU, at the voc12 case's reduced crop and batch on the CPU.
 
 Both train on the embedded synthetic benchmark (built under ``data/synthetic`` when missing)
 through the real training loop (:func:`cagnet.train.train`), with no evaluation or figures
@@ -41,10 +44,12 @@ from pathlib import Path
 
 #: (crop, batch) of the voc12 case when --voc-crop / --voc-batch are not given
 VOC_SIZE = {"cuda": (368, 8), "cpu": (161, 2)}
+#: (crop, batch) of the voc12_pa3 case on a GPU (the original's patch config); on the CPU the voc12 case's
+VOC_PA3_SIZE = {"cuda": (376, 4)}
 
 
 def run_case(case: str, device: str, amp: str, iterations: int, warmup: int, block: int, threads: int | None,
-             voc_crop: int, voc_batch: int, extra: list[str]) -> dict:
+             voc_crop: int, voc_batch: int, extra: list[str], voc_sized: bool = False) -> dict:
     import torch
 
     from cagnet.config import load_train_config
@@ -59,10 +64,12 @@ def run_case(case: str, device: str, amp: str, iterations: int, warmup: int, blo
         overrides.append(f"runtime.num_threads={threads}")
     if case == "tutorial":
         config = load_train_config("tutorial", overrides + extra)
-    elif case == "voc12":
+    elif case in ("voc12", "voc12_pa3"):
+        if case == "voc12_pa3" and torch.device(device).type == "cuda" and not voc_sized:
+            voc_crop, voc_batch = VOC_PA3_SIZE["cuda"]
         overrides += ["data.root=null", "data.synthetic={}", "data.embedding=glove", f"data.crop_size={voc_crop}",
                       f"data.batch_size={voc_batch}", "data.test_size=65", "data.num_workers=0"]
-        config = load_train_config("voc12", overrides + extra)
+        config = load_train_config(case, overrides + extra)
     else:
         raise SystemExit(f"unknown case {case!r}")
     with tempfile.TemporaryDirectory() as out:
@@ -95,7 +102,7 @@ def run_case(case: str, device: str, amp: str, iterations: int, warmup: int, blo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--cases", default="tutorial,voc12", help="comma-separated: tutorial, voc12")
+    parser.add_argument("--cases", default="tutorial,voc12", help="comma-separated: tutorial, voc12, voc12_pa3")
     parser.add_argument("--amp", default="none", help="comma-separated autocast settings: none, bf16, fp16")
     parser.add_argument("--iterations", type=int, default=25, help="step-1 iterations per run (default 25)")
     parser.add_argument("--warmup", type=int, default=5, help="first iterations left out (a multiple of --block)")
@@ -117,7 +124,7 @@ def main() -> None:
     if args.child:
         case, amp = args.child.split(":")
         print(json.dumps(run_case(case, args.device, amp, args.iterations, args.warmup, args.block, args.threads,
-                                  crop, batch, args.overrides)))
+                                  crop, batch, args.overrides, voc_sized=bool(args.voc_crop or args.voc_batch))))
         return
 
     from cagnet.data.synthetic import build_synthetic_benchmark
@@ -133,8 +140,9 @@ def main() -> None:
     for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
         for amp in [a.strip() for a in args.amp.split(",") if a.strip()]:
             command = [sys.executable, __file__, "--child", f"{case}:{amp}", "--device", args.device,
-                       "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--block", str(args.block),
-                       "--voc-crop", str(crop), "--voc-batch", str(batch)]
+                       "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--block", str(args.block)]
+            command += ["--voc-crop", str(args.voc_crop)] if args.voc_crop else []
+            command += ["--voc-batch", str(args.voc_batch)] if args.voc_batch else []
             command += [f"--set={o}" for o in args.overrides]
             if args.threads:
                 command += ["--threads", str(args.threads)]

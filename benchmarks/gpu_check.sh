@@ -5,7 +5,8 @@
 #   2. tutorial     the tutorial pipeline through the CLI on the GPU, reduced iteration counts:
 #                   train step1, mixed, st, st_mixed, then evaluate
 #   3. tutorial     step 1 with bf16 autocast
-#   4. voc12 speed  ResNet-101 DeepLabV2, 3 scales, batch 8, crop 368, fp32 and bf16
+#   4. voc12 speed  ResNet-101 DeepLabV2, 3 scales, batch 8, crop 368, fp32 and bf16, and CaGNetv2's
+#                   step 1 (voc12_pa3: the 3x3 patch classifier, batch 4, crop 376)
 #                   (benchmarks/bench_train.py): s/iter, img/s, peak memory
 #   5. voc12 init   200 iterations from random weights at the original learning rates (fp32):
 #                   every loss finite, and the warning about pretrained weights
@@ -61,7 +62,7 @@ if [ "$MODE" = gpu ]; then
   DEV=cuda; BACKEND=nccl
   N_STEP1=300; N_MIXED=100; N_ST=40; N_ST_MIXED=100; N_BF16=200; N_VOC=200; N_DDP=100; N_COMPILE=200
   TEST_LIMIT=150
-  SPEED="--device cuda --cases voc12 --amp none,bf16 --iterations 30 --warmup 10 --block 10"
+  SPEED="--device cuda --cases voc12,voc12_pa3 --amp none,bf16 --iterations 30 --warmup 10 --block 10"
   VOC_SIZE=(--set data.crop_size=368 --set data.batch_size=8 --set data.test_size=321 --set data.test_limit=8)
   COMMON=(--set runtime.device=cuda --set runtime.eval_interval=0)
   LOG_EVERY=10
@@ -70,7 +71,7 @@ else
   N_STEP1=4; N_MIXED=4; N_ST=2; N_ST_MIXED=4; N_BF16=3; N_VOC=2; N_DDP=3; N_COMPILE=0
   TEST_LIMIT=8
   # the voc12 steps keep ResNet-101's depth (the 23 blocks of res4) at 1/4 of its width
-  SPEED="--device cpu --cases voc12 --amp bf16 --iterations 1 --warmup 0 --block 1 --voc-crop 33 --voc-batch 1 --threads 1 --set model.base_width=16"
+  SPEED="--device cpu --cases voc12,voc12_pa3 --amp bf16 --iterations 1 --warmup 0 --block 1 --voc-crop 33 --voc-batch 1 --threads 1 --set model.base_width=16"
   VOC_SIZE=(--set data.crop_size=33 --set data.batch_size=2 --set data.test_size=33 --set data.test_limit=1
             --set model.base_width=16)
   COMMON=(--set runtime.device=cpu --set runtime.eval_interval=0 --set runtime.num_threads=1 --set runtime.sample_images=0)
@@ -216,7 +217,7 @@ import json, sys
 from pathlib import Path
 path = Path(sys.argv[1])
 rows = json.loads(path.read_text()) if path.is_file() else []
-print(json.dumps({r["amp"]: {"s_per_iter": round(r["seconds_per_iteration"], 4),
+print(json.dumps({f'{r["case"]} {r["amp"]}': {"s_per_iter": round(r["seconds_per_iteration"], 4),
                              "img_per_s": round(r["images_per_second"], 1), "peak_mib": round(r["peak_mib"]),
                              "crop": r["crop"], "batch": r["batch"], "finite": r["finite"]}
                   if "error" not in r else {"error": r["error"].splitlines()[-1][:120]} for r in rows}))
