@@ -231,6 +231,25 @@ def format_ablation_markdown(table: Mapping[str, Any], rows: Iterable[str] | Non
     return "\n".join(lines)
 
 
+def paired_differences(table: Mapping[str, Any], variant: str, base: str = "CaGNet", key: str = "hiou"
+                       ) -> dict[str, Any]:
+    """``variant`` minus ``base`` in score ``key``, seed by seed (both rows trained from the same
+    seed: the same start, batches and noise), of an ablation result (:func:`run_ablation` or
+    ``ablation.json``): ``per_seed`` ({seed: difference}), ``mean``, ``std`` (sample std, 0 with
+    one seed) and ``wins`` (seeds where the variant is higher). Seeds missing either row are left
+    out; a ConfigError when none has both."""
+    differences = {}
+    for seed, records in table.get("per_seed", {}).items():
+        if variant in records and base in records:
+            a, b = records[variant].get(key), records[base].get(key)
+            if a is not None and b is not None:
+                differences[str(seed)] = float(a) - float(b)
+    if not differences:
+        raise ConfigError(f"ablation: no seed has both rows {variant!r} and {base!r} with {key!r}")
+    values = list(differences.values())
+    return {"per_seed": differences, **mean_std(values), "wins": sum(v > 0 for v in values)}
+
+
 def _markdown_document(table: Mapping[str, Any]) -> str:
     seeds = table.get("seeds", [])
     return "\n".join([

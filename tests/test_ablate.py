@@ -123,3 +123,17 @@ def test_a_table_written_before_a_diagnostic_existed_is_shown_without_its_column
                               "latent_mean_std": {"mean": 0.01, "std": 0.0}}}, "seeds": [0]}
     text = format_ablation_markdown(old)
     assert "std(mu)/sigma" not in text and "| hIoU | KL | std(mu) |" in text and "| 0.02 | 0.01 |" in text
+
+
+def test_paired_differences_pair_the_rows_seed_by_seed():
+    from cagnet.ablate import paired_differences
+
+    table = {"per_seed": {"0": {"CaGNet": {"hiou": 0.50}, "CaGNet no context": {"hiou": 0.47}},
+                          "1": {"CaGNet": {"hiou": 0.40}, "CaGNet no context": {"hiou": 0.44}},
+                          "2": {"CaGNet": {"hiou": 0.45}}}}
+    paired = paired_differences(table, "CaGNet no context")
+    assert paired["per_seed"] == pytest.approx({"0": -0.03, "1": 0.04})
+    assert paired["mean"] == pytest.approx(0.005) and paired["wins"] == 1
+    assert paired["std"] == pytest.approx(((0.035 ** 2) * 2) ** 0.5)
+    with pytest.raises(ConfigError, match="no seed has both rows 'CaGNet gone' and 'CaGNet'"):
+        paired_differences(table, "CaGNet gone")
