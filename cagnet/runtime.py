@@ -11,7 +11,8 @@ Two things decide how fast a CaGNet model trains on a CPU besides its size:
   are otherwise unchanged. GPUs are not affected.
 * **Thread count.** On a shared 2-core machine, torch's default of one thread per core
   slows down about tenfold when another busy process competes for the cores;
-  ``runtime.num_threads: 1`` avoids that (:func:`torch_threads`).
+  ``runtime.num_threads: 1`` avoids that (:func:`torch_threads`); :func:`idle_threads` counts
+  the cores that no other work keeps busy (the notebooks' default).
 
 Besides: autocast for ``runtime.amp`` (:func:`autocast_context`), used alike by training and
 inference, and switched off where the losses need full precision (:func:`autocast_off`), the seeding of the global random streams (:func:`seed_everything`), and where
@@ -20,12 +21,16 @@ notes for the reader go (:func:`notes_stream`).
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import sys
 from typing import Iterator, TextIO
 
 import numpy as np
 import torch
+
+#: torch's thread count when this module was first imported (its default, or $OMP_NUM_THREADS)
+_DEFAULT_THREADS = torch.get_num_threads()
 
 
 def notes_stream() -> TextIO:
@@ -62,6 +67,43 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def busy_cores(samples: int = 5, interval: float = 0.02) -> float:
+    """How many cores other processes keep busy now: the median over ``samples`` readings of the
+    runnable tasks in ``/proc/loadavg`` (this process, reading it, is one of them, so one less).
+    Without ``/proc`` (not Linux): the 1-minute load average, or 0."""
+    import statistics
+    import time
+
+    readings = []
+    for k in range(samples):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as handle:
+                running = int(handle.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            try:
+                return float(os.getloadavg()[0])
+            except (OSError, AttributeError):
+                return 0.0
+        readings.append(max(0, running - 1))
+        if k + 1 < samples:
+            time.sleep(interval)
+    return float(statistics.median(readings))
+
+
+def idle_threads(busy: float | None = None, cores: int | None = None) -> int:
+    """Torch CPU threads for a process that may use the idle part of the machine: the cores
+    (torch's default thread count: the physical cores it may run on, or ``$OMP_NUM_THREADS``)
+    minus the ones other processes keep busy now (:func:`busy_cores`, rounded), at least 1.
+
+    On an idle 2-core CPU that is 2 (the tutorial's step 1 runs faster than on one); with
+    another busy process it is 1: two threads that compete with it wait for each other at every
+    parallel region and run slower than one (``benchmarks/bench_train.py --threads``).
+    ``busy`` / ``cores`` replace the measured values (for tests)."""
+    cores = _DEFAULT_THREADS if cores is None else cores
+    busy = busy_cores() if busy is None else busy
+    return max(1, int(cores) - int(round(busy)))
 
 
 @contextlib.contextmanager

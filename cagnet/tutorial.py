@@ -172,14 +172,16 @@ class Chapter:
 
 
 def chapter(config: str = "tutorial", *, device: str | None = None, amp: str | None = None,
-            num_threads: int = 1, data_root: str | None = None, runs_root: str | Path | None = None,
+            num_threads: int = 0, data_root: str | None = None, runs_root: str | Path | None = None,
             overrides: Sequence[str] = ()) -> Chapter:
     """A notebook's set-up in one call.
 
     Loads ``config`` (packaged name or YAML path) with the smoke recipe under
     ``$CAGNET_BUDGET=smoke`` (:func:`smoke_overrides`) and the given values (``None`` keeps the
     config's: ``device``, ``amp``, ``data_root``; ``overrides`` are further ``key=value``
-    strings), sets torch to ``num_threads`` CPU threads (0: torch's default), builds the embedded
+    strings), sets torch to ``num_threads`` CPU threads (0: the idle cores,
+    :func:`cagnet.runtime.idle_threads`, e.g. 2 on an idle 2-core CPU and 1 when another process
+    keeps one core busy), builds the embedded
     benchmark when the config asks for it and it is missing, and returns a :class:`Chapter` whose
     run folders are in ``runs_root`` (default :func:`default_runs_root`).
     """
@@ -192,9 +194,12 @@ def chapter(config: str = "tutorial", *, device: str | None = None, amp: str | N
     budget = run_budget()
     values = [f"{key}={value}" for key, value in (("runtime.device", device), ("runtime.amp", amp),
                                                   ("data.root", data_root)) if value is not None]
-    if num_threads > 0:
-        values.append(f"runtime.num_threads={num_threads}")
-        torch.set_num_threads(num_threads)
+    if num_threads <= 0:
+        from cagnet.runtime import idle_threads
+
+        num_threads = idle_threads()
+    values.append(f"runtime.num_threads={num_threads}")
+    torch.set_num_threads(num_threads)
     settings = (*(smoke_overrides() if budget == "smoke" else []), *values, *overrides)
     loaded = load_train_config(config, list(settings))
     info = prepare_dataset(loaded, progress=True)

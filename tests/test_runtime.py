@@ -73,3 +73,16 @@ def test_notes_go_to_stdout_only_inside_a_jupyter_kernel(monkeypatch):
     kernel_shell = types.SimpleNamespace(kernel=object())
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel_shell))
     assert notes_stream() is sys.stdout
+
+
+def test_idle_threads_counts_the_cores_no_other_work_keeps_busy():
+    from cagnet.runtime import idle_threads
+
+    assert idle_threads(busy=0.1, cores=2) == 2        # an idle 2-core CPU: both cores
+    assert idle_threads(busy=1.2, cores=2) == 1        # another busy process: one thread
+    assert idle_threads(busy=7.0, cores=4) == 1        # at least one
+    assert idle_threads(busy=1.6, cores=8) == 6
+    from cagnet import runtime
+
+    assert 1 <= idle_threads() <= max(1, runtime._DEFAULT_THREADS)   # the measured load and cores
+    assert runtime.busy_cores(samples=2, interval=0.0) >= 0
