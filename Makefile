@@ -39,7 +39,7 @@ unit-other-kernels: $(STAMP)
 	$(OTHER_KERNELS) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" -k "not perturbed_architecture" $(NUMERIC_TESTS)
 
 notebooks-test: $(STAMP)
-	CAGNET_BUDGET=$(TEST_BUDGET) OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+	CAGNET_BUDGET=$(TEST_BUDGET) $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
 
 test: unit unit-other-kernels notebooks-test
 

@@ -46,14 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
     args = parser.parse_args(argv)
 
-    import os
-
     import papermill
     from papermill.exceptions import PapermillExecutionError
-
-    # the kernels inherit it: idle OpenMP threads sleep instead of spinning, so a thread count
-    # chosen for an idle machine costs little when another process becomes busy meanwhile
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {name: _parse_value(value) for name, value in args.parameter}
