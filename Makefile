@@ -32,7 +32,7 @@ unit: $(STAMP)
 NUMERIC_TESTS := tests/test_losses.py tests/test_metrics.py tests/test_train_optim.py tests/test_transforms.py \
 	tests/test_train_steps.py tests/test_analysis.py tests/test_original_equivalence.py \
 	tests/test_original_v2_equivalence.py tests/test_patches.py tests/test_convert.py tests/test_evaluate.py \
-	tests/test_diagnostics.py
+	tests/test_diagnostics.py tests/test_premise.py
 OTHER_KERNELS := MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default
 
 unit-other-kernels: $(STAMP)
