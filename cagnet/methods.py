@@ -279,6 +279,8 @@ class MethodRuns:
         self.patch_bank = patch_bank
         self._patchwise: MethodRuns | None = None
         self.models: dict[str, torch.nn.Module] = {}
+        #: trained method -> (its model, (calibration, oracle sweep)): see :meth:`_calibration`
+        self._calibrations: dict[str, tuple[torch.nn.Module, tuple[dict[str, Any], dict[str, Any]]]] = {}
         self.records: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ scoring
@@ -422,13 +424,21 @@ class MethodRuns:
 
     def _calibration(self, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the calibration of :meth:`penalty`, the oracle sweep on the scored split with the
-        chosen penalty among its penalties and confusion matrices)."""
+        chosen penalty among its penalties and confusion matrices), computed once per trained
+        model (:meth:`penalty` and :meth:`run` of a calibrated row share it; a retrained model
+        is another object and is calibrated again)."""
+        method = trained_method(check_methods([method])[0])
+        model = self.model(method)
+        cached = self._calibrations.get(method)
+        if cached is None or cached[0] is not model:
+            self._calibrations[method] = (model, self._calibrate(method, model))
+        return self._calibrations[method][1]
+
+    def _calibrate(self, method: str, model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
         from cagnet.evaluate import calibration_sweep, held_out_calibration
         from cagnet.train.baselines import held_out_dataset
         from cagnet.train.loading import evaluation_dataset
 
-        method = trained_method(check_methods([method])[0])
-        model = self.model(method)
         cfg = self.config
         options = dict(test_size=cfg.data.test_size, batch_size=cfg.data.test_batch_size, device=self.device,
                        amp=cfg.runtime.amp)
